@@ -1,0 +1,3 @@
+from sdoverlay.cli import main
+
+main()

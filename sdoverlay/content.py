@@ -1,0 +1,80 @@
+"""Files inside an overlay's area: its content, upper and work dirs.
+
+These are plain file operations on the tmpfs that systemd mounted; the
+mounts themselves are always done by units.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+from sdoverlay.errors import OperationFailed
+from sdoverlay.spec import OverlaySpec
+
+
+def _like_target(path: str, target_stat: os.stat_result) -> None:
+    # The merged root of an overlay takes its owner and mode from the
+    # topmost layer's root dir: the content and upper roots must look like
+    # TARGET, or applying an overlay would change TARGET's own permissions.
+    os.chown(path, target_stat.st_uid, target_stat.st_gid)
+    os.chmod(path, target_stat.st_mode & 0o7777)
+
+
+def populate(spec: OverlaySpec) -> None:
+    """Create the layer dirs in the mounted area and copy SOURCE in."""
+    target_stat = os.stat(spec.target)
+    if spec.source is not None:
+        os.mkdir(spec.content_dir, 0o700)
+        _copy(spec.source, spec.content_dir)
+        _like_target(spec.content_dir, target_stat)
+    if not spec.read_only:
+        _make_writable_layers(spec, target_stat)
+
+
+def _make_writable_layers(spec: OverlaySpec, target_stat: os.stat_result) -> None:
+    os.mkdir(spec.upper_dir, 0o700)
+    _like_target(spec.upper_dir, target_stat)
+    os.mkdir(spec.work_dir, 0o700)
+
+
+def recreate_writable_layers(spec: OverlaySpec) -> None:
+    """Fresh, empty upper and work dirs (new inodes) for a reset.
+
+    New dirs rather than emptied ones: after a lazy unmount the detached
+    overlay may still hold the old ones, and overlayfs warns about (and with
+    index=on refuses) an upper or work dir in use by another mount.
+    """
+    for path in (spec.upper_dir, spec.work_dir):
+        shutil.rmtree(path, ignore_errors=False)
+    _make_writable_layers(spec, os.stat(spec.target))
+
+
+def _copy(source: str, content_dir: str) -> None:
+    """Snapshot SOURCE: a file lands as content/basename, a dir's entries in content/."""
+    if os.path.isdir(source):
+        command = ["cp", "-a", "-T", "--", source, content_dir]
+    else:
+        command = ["cp", "-a", "--", source, os.path.join(content_dir, os.path.basename(source))]
+    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    if completed.returncode != 0:
+        reason = completed.stderr.strip().splitlines()
+        raise OperationFailed(f"cannot copy {source}: {reason[0] if reason else 'cp failed'}")
+
+
+def used_bytes(path: str) -> int:
+    """Memory that the files below PATH take in their tmpfs."""
+    total = 0
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            total += os.lstat(os.path.join(root, name)).st_blocks * 512
+    return total
+
+
+def remove_empty_area(path: str) -> None:
+    """Remove the area's mount point dir once nothing is mounted on it."""
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass

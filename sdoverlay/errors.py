@@ -1,0 +1,44 @@
+"""Every failure the CLI reports, each with the exit code documented in the README."""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    OK = 0
+    FAILED = 1  # the operation was tried and failed (systemd job, mount, copy)
+    INVALID = 2  # bad input; click's own usage errors use 2 as well
+    NOT_FOUND = 3  # no overlay of that name, or a missing SOURCE/TARGET
+    CONFLICT = 4  # the name or the target is already in use
+    PERMISSION = 5  # the caller may not do this
+
+
+class SdoverlayError(Exception):
+    """An error with a one-line message and an exit code."""
+
+    exit_code = ExitCode.FAILED
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class OperationFailed(SdoverlayError):
+    exit_code = ExitCode.FAILED
+
+
+class InvalidInput(SdoverlayError):
+    exit_code = ExitCode.INVALID
+
+
+class NotFound(SdoverlayError):
+    exit_code = ExitCode.NOT_FOUND
+
+
+class Conflict(SdoverlayError):
+    exit_code = ExitCode.CONFLICT
+
+
+class PermissionDenied(SdoverlayError):
+    exit_code = ExitCode.PERMISSION

@@ -1,0 +1,94 @@
+"""Path rules: unit-name escaping, the per-overlay area layout, name checks, containment.
+
+One place for each of these facts, shared by the CLI and (later) the generator.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import string
+
+AREA_ROOT = "/run/usroverlay"
+
+# Overlay names end up in unit names, in paths under AREA_ROOT and in mount
+# options; this alphabet needs no quoting in any of them.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
+
+# Characters that would need quoting in overlayfs' lowerdir= (':' separates
+# layers, ',' separates options, '\\' escapes), in unit files ('%' starts a
+# specifier) or in ExecStart= command lines (white space, quotes).
+_UNSAFE_PATH_CHARS = set(":,\\%\"'") | set(string.whitespace)
+
+_UNIT_NAME_PLAIN = set(string.ascii_letters + string.digits + ":_.")
+
+
+def check_name(name: str) -> str | None:
+    """Return why NAME is not a valid overlay name, or None when it is."""
+    if not NAME_PATTERN.fullmatch(name):
+        return "names are 1-64 characters of A-Z a-z 0-9 _ -, not starting with '-'"
+    return None
+
+
+def check_path_chars(path: str) -> str | None:
+    """Return why PATH cannot be used in overlay mount options, or None."""
+    bad = sorted({c for c in path if c in _UNSAFE_PATH_CHARS or not c.isprintable()})
+    if bad:
+        return "contains characters overlay mount options cannot carry: " + " ".join(repr(c) for c in bad)
+    return None
+
+
+def escape_path(path: str) -> str:
+    """The unit-name form of PATH, as `systemd-escape --path` prints it.
+
+    A mount unit must be named after its Where= path this way, or systemd
+    refuses it with BadUnitSetting.
+    """
+    trimmed = "/".join(part for part in path.split("/") if part)
+    if not trimmed:
+        return "-"
+    out = []
+    for index, char in enumerate(trimmed):
+        if char == "/":
+            out.append("-")
+        elif char in _UNIT_NAME_PLAIN and not (index == 0 and char == "."):
+            out.append(char)
+        else:
+            out.extend(f"\\x{byte:02x}" for byte in char.encode())
+    return "".join(out)
+
+
+def mount_unit_name(path: str) -> str:
+    return escape_path(path) + ".mount"
+
+
+def area_dir(name: str) -> str:
+    """The tmpfs holding one overlay's content, upper and work dirs."""
+    return f"{AREA_ROOT}/{name}"
+
+
+def is_within(path: str, parent: str) -> bool:
+    """True when PATH is PARENT or lies below it, compared by path components.
+
+    /usr/lib is not within /usr/lib64.
+    """
+    path_parts = [p for p in path.split("/") if p]
+    parent_parts = [p for p in parent.split("/") if p]
+    return path_parts[: len(parent_parts)] == parent_parts
+
+
+def overlaps(a: str, b: str) -> bool:
+    """True when one path is the other or contains it."""
+    return is_within(a, b) or is_within(b, a)
+
+
+def default_unlock_name(target: str) -> str:
+    """The name `unlock` gives an overlay when none is given: /usr -> usr."""
+    parts = [p for p in target.split("/") if p] or ["root"]
+    name = "-".join(re.sub(r"[^A-Za-z0-9_]", "_", p) for p in parts)
+    return name[:64]
+
+
+def canonical_target(target: str) -> str:
+    """TARGET with symlinks resolved; it must be absolute."""
+    return os.path.realpath(target)

@@ -1,0 +1,145 @@
+"""What one overlay is, and how its metadata is stored in its units.
+
+The CLI keeps no database: everything `list` shows is read back from the
+tmpfs unit's Options=, where `x-sdoverlay.KEY=VALUE` entries are kept by
+systemd and libmount (/run/mount/utab) but never passed to the kernel, and
+survive `daemon-reload` and `daemon-reexec`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Literal
+from urllib.parse import quote, unquote
+
+from sdoverlay import paths
+
+METADATA_PREFIX = "x-sdoverlay."
+
+# Default cap for an overlay's tmpfs: a quarter of RAM, as tmpfs counts it.
+# tmpfs only uses memory for what is written, and a quarter leaves room for
+# a package or two in an unlocked /usr without letting one overlay take the
+# machine's memory (tmpfs' own default is half).
+DEFAULT_SIZE = "25%"
+SIZE_PATTERN = re.compile(r"[1-9][0-9]*[kKmMgG]?|[1-9][0-9]?%|100%")
+
+OverlayKind = Literal["mount", "service"]
+
+
+@dataclasses.dataclass(frozen=True)
+class OverlaySpec:
+    """Everything needed to create, find and tear down one overlay."""
+
+    name: str
+    target: str
+    source: str | None  # None: an empty writable overlay (unlock)
+    read_only: bool
+    size: str
+    owner_uid: int
+    created_at: str  # ISO 8601, UTC
+    # A .mount unit for TARGET is only possible where TARGET is not a mount
+    # point already: systemd owns that unit name (UnitExists). There a
+    # oneshot service mounts and unmounts instead.
+    kind: OverlayKind
+    # umount(8) must not run from the overlay it removes, or it holds it busy.
+    lazy_unmount: bool
+
+    @property
+    def area(self) -> str:
+        return paths.area_dir(self.name)
+
+    @property
+    def content_dir(self) -> str:
+        return f"{self.area}/content"
+
+    @property
+    def upper_dir(self) -> str:
+        return f"{self.area}/upper"
+
+    @property
+    def work_dir(self) -> str:
+        return f"{self.area}/work"
+
+    @property
+    def area_unit(self) -> str:
+        return paths.mount_unit_name(self.area)
+
+    @property
+    def overlay_unit(self) -> str:
+        if self.kind == "mount":
+            return paths.mount_unit_name(self.target)
+        return f"usroverlay-{self.name}.service"
+
+    @property
+    def units(self) -> list[str]:
+        return [self.area_unit, self.overlay_unit]
+
+    @property
+    def overlay_options(self) -> str:
+        lower = [self.content_dir] if self.source is not None else []
+        lower.append(self.target)
+        options = ["lowerdir=" + ":".join(lower)]
+        if not self.read_only:
+            options += [f"upperdir={self.upper_dir}", f"workdir={self.work_dir}"]
+        # index=off: the index ties an upper dir to the exact lower file
+        # handles; with index=on, remounting after the lower changed fails.
+        # metacopy=off: a metacopy upper may point at arbitrary lower data
+        # (Documentation/filesystems/overlayfs.rst, "Metadata only copy up"
+        # warns against it for untrusted uppers). Both are set explicitly so
+        # kernel build defaults (CONFIG_OVERLAY_FS_INDEX/METACOPY) do not
+        # change behaviour between machines.
+        options += ["index=off", "metacopy=off"]
+        return ",".join(options)
+
+    def metadata(self) -> dict[str, str]:
+        return {
+            "name": self.name,
+            "target": self.target,
+            "source": self.source if self.source is not None else "",
+            "owner-uid": str(self.owner_uid),
+            "created": self.created_at,
+            "read-only": "yes" if self.read_only else "no",
+            "kind": self.kind,
+            "lazy-unmount": "yes" if self.lazy_unmount else "no",
+            "size": self.size,
+        }
+
+    @property
+    def area_options(self) -> str:
+        # mode=0700: the work dir and upper dir are not for other users to
+        # browse; overlayfs reaches them with the mounter's credentials.
+        options = ["mode=0700", f"size={self.size}"]
+        options += [
+            f"{METADATA_PREFIX}{key}={quote(value, safe='/:@+~')}"
+            for key, value in self.metadata().items()
+        ]
+        return ",".join(options)
+
+
+def parse_metadata(options: str) -> dict[str, str]:
+    """The x-sdoverlay.* entries of a mount unit's Options property."""
+    found = {}
+    for entry in options.split(","):
+        if entry.startswith(METADATA_PREFIX) and "=" in entry:
+            key, _, value = entry[len(METADATA_PREFIX):].partition("=")
+            found[key] = unquote(value)
+    return found
+
+
+def spec_from_metadata(found: dict[str, str]) -> OverlaySpec | None:
+    """Rebuild a spec from stored metadata; None if it is not ours or incomplete."""
+    try:
+        return OverlaySpec(
+            name=found["name"],
+            target=found["target"],
+            source=found["source"] or None,
+            read_only=found["read-only"] == "yes",
+            size=found["size"],
+            owner_uid=int(found["owner-uid"]),
+            created_at=found["created"],
+            kind="service" if found["kind"] == "service" else "mount",
+            lazy_unmount=found["lazy-unmount"] == "yes",
+        )
+    except (KeyError, ValueError):
+        return None

@@ -1,0 +1,93 @@
+"""Unit-file text to StartTransientUnit properties.
+
+Only the keys our templates use are known; any other key is an error, so a
+template cannot grow a setting that the transient path silently drops.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from dbus_next import Variant
+
+# D-Bus signature of each property, as in systemd's src/core/dbus-unit.c,
+# dbus-mount.c and dbus-execute.c.
+PROPERTY_SIGNATURES: dict[str, str] = {
+    "Description": "s",
+    "After": "as",
+    "Before": "as",
+    "BindsTo": "as",
+    "Conflicts": "as",
+    "PartOf": "as",
+    "Requires": "as",
+    "RequiresMountsFor": "as",
+    "Wants": "as",
+    "DefaultDependencies": "b",
+    "What": "s",
+    "Where": "s",
+    "Type": "s",
+    "Options": "s",
+    "LazyUnmount": "b",
+    "RemainAfterExit": "b",
+    "ExecStart": "a(sasb)",
+    "ExecStop": "a(sasb)",
+}
+
+
+def parse(text: str) -> list[tuple[str, str, str]]:
+    """(section, key, value) for each assignment, in file order."""
+    entries = []
+    section = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1]
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise ValueError(f"not an assignment: {line!r}")
+        entries.append((section, key.strip(), value.strip()))
+    return entries
+
+
+def _unescape_specifiers(value: str) -> str:
+    # Templates write '%%' for '%'; transient properties are not expanded.
+    if "%" in value.replace("%%", ""):
+        raise ValueError(f"unit specifiers are not used by sdoverlay templates: {value!r}")
+    return value.replace("%%", "%")
+
+
+def _boolean(value: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("yes", "true", "on", "1"):
+        return True
+    if lowered in ("no", "false", "off", "0"):
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+def _exec_command(value: str) -> list[object]:
+    ignore_failure = value.startswith("-")
+    argv = shlex.split(value.lstrip("-"))
+    return [argv[0], argv, ignore_failure]  # dbus-next marshals structs from lists
+
+
+def to_properties(text: str) -> list[list[object]]:
+    """The (name, Variant) list StartTransientUnit takes for this unit file."""
+    merged: dict[str, object] = {}
+    for _section, key, raw in parse(text):
+        signature = PROPERTY_SIGNATURES.get(key)
+        if signature is None:
+            raise ValueError(f"unit key {key}= has no transient property mapping")
+        value = _unescape_specifiers(raw)
+        if signature == "s":
+            merged[key] = value
+        elif signature == "b":
+            merged[key] = _boolean(value)
+        elif signature == "as":
+            merged.setdefault(key, []).extend(value.split())  # type: ignore[union-attr]
+        elif signature == "a(sasb)":
+            merged.setdefault(key, []).append(_exec_command(value))  # type: ignore[union-attr]
+    return [[key, Variant(PROPERTY_SIGNATURES[key], value)] for key, value in merged.items()]

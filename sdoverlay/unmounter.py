@@ -1,0 +1,33 @@
+"""Which files umount(8) runs from, to know when an overlay must be detached lazily.
+
+When an overlay covers /usr/bin/umount or a library it loads, the umount
+process itself keeps the overlay busy and a plain unmount always fails
+("target is busy"); only MNT_DETACH (umount -l) can remove it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import subprocess
+
+from sdoverlay import paths
+
+UMOUNT = "/usr/bin/umount"
+
+
+@functools.cache
+def unmount_tool_files() -> frozenset[str]:
+    """umount(8) and the shared objects it maps, with symlinks resolved."""
+    files = {os.path.realpath(UMOUNT)}
+    # ldd on a system binary is safe (it is only unsafe on untrusted ones).
+    listing = subprocess.run(["ldd", UMOUNT], capture_output=True, text=True, check=False).stdout
+    for match in re.finditer(r"(/\S+)", listing):
+        files.add(os.path.realpath(match.group(1)))
+    return frozenset(files)
+
+
+def needs_lazy_unmount(target: str, tool_files: frozenset[str] | None = None) -> bool:
+    files = unmount_tool_files() if tool_files is None else tool_files
+    return any(paths.is_within(path, target) for path in files)
