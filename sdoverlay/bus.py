@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from dbus_next import BusType, Message, MessageType, Variant
@@ -136,12 +136,15 @@ class Systemd:
         self._job_results.pop(job_path, None)
         return result
 
-    async def start_transient_unit(self, name: str, properties: list[list[Any]]) -> str:
+    async def start_transient_unit(
+        self, name: str, properties: list[list[Any]], aux: Sequence[tuple[str, list[list[Any]]]] = ()
+    ) -> str:
+        """Create and start unit NAME; AUX units are created with it, started only as dependencies."""
         # Mode "fail": never replace or cancel someone else's job on this unit.
         return await self._run_job(
             "StartTransientUnit",
             "ssa(sv)a(sa(sv))",
-            [name, "fail", properties, []],
+            [name, "fail", properties, [[aux_name, aux_properties] for aux_name, aux_properties in aux]],
             f"cannot create {name}",
         )
 

@@ -11,9 +11,9 @@ from typing import TypeVar
 
 import click
 
-from sdoverlay import __version__, mountinfo, overlays, paths, unmounter
+from sdoverlay import __version__, overlays, paths
 from sdoverlay.bus import Systemd
-from sdoverlay.errors import InvalidInput, NotFound, SdoverlayError
+from sdoverlay.errors import ExitCode, InvalidInput, NotFound, SdoverlayError
 from sdoverlay.overlays import OverlayStatus
 from sdoverlay.spec import DEFAULT_SIZE, SIZE_PATTERN, OverlaySpec
 
@@ -100,8 +100,7 @@ def _build_spec(name: str, target: str, source: str | None, read_only: bool, siz
         size=size,
         owner_uid=overlays.caller_uid(),
         created_at=overlays.now_iso(),
-        kind=overlays.overlay_kind(resolved_target, mountinfo.read()),
-        lazy_unmount=unmounter.needs_lazy_unmount(resolved_target),
+        **overlays.mount_plan(resolved_target),
     )
 
 
@@ -129,11 +128,27 @@ size_option = click.option(
 
 @click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="sdoverlay")
-def main() -> None:
+def cli() -> None:
     """Named, transient overlays on a read-only /usr, managed by systemd."""
 
 
-@main.command(epilog=EXIT_CODES_HELP)
+def main() -> None:
+    """Entry point: click's usage errors become one line too, with exit code 2."""
+    try:
+        cli.main(prog_name="sdoverlay", standalone_mode=False)
+    except click.UsageError as error:
+        command = error.ctx.command_path if error.ctx else "sdoverlay"
+        click.echo(f"{command}: {error.format_message()} (see '{command} --help')", err=True)
+        sys.exit(ExitCode.INVALID)
+    except click.ClickException as error:
+        click.echo(f"sdoverlay: {error.format_message()}", err=True)
+        sys.exit(ExitCode.FAILED)
+    except click.Abort:
+        click.echo("sdoverlay: aborted", err=True)
+        sys.exit(ExitCode.FAILED)
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
 @click.argument("name")
 @click.argument("source", type=click.Path())
 @click.argument("target", type=click.Path())
@@ -149,7 +164,7 @@ def apply(name: str, source: str, target: str, read_only: bool, size: str, as_js
     _create(lambda: _build_spec(name, target, source, read_only, size), as_json, "applied")
 
 
-@main.command(epilog=EXIT_CODES_HELP)
+@cli.command(epilog=EXIT_CODES_HELP)
 @click.argument("target", default="/usr", type=click.Path())
 @click.option("--name", help="Overlay name; default: derived from TARGET (/usr -> usr).")
 @size_option
@@ -163,7 +178,7 @@ def unlock(target: str, name: str | None, size: str, as_json: bool) -> None:
     _create(spec, as_json, "unlocked")
 
 
-@main.command(name="list", epilog=EXIT_CODES_HELP)
+@cli.command(name="list", epilog=EXIT_CODES_HELP)
 @click.option("--user", "uid", type=int, help="Only overlays owned by this uid.")
 @json_option
 def list_(uid: int | None, as_json: bool) -> None:
@@ -186,7 +201,7 @@ def list_(uid: int | None, as_json: bool) -> None:
     click.echo(f"\n{len(found)} overlay(s).")
 
 
-@main.command(epilog=EXIT_CODES_HELP)
+@cli.command(epilog=EXIT_CODES_HELP)
 @click.argument("name")
 @json_option
 def reset(name: str, as_json: bool) -> None:
@@ -194,7 +209,7 @@ def reset(name: str, as_json: bool) -> None:
     _emit(_run(lambda systemd: overlays.reset(systemd, name)), as_json, "reset")
 
 
-@main.command(epilog=EXIT_CODES_HELP)
+@cli.command(epilog=EXIT_CODES_HELP)
 @click.argument("name")
 @json_option
 def remove(name: str, as_json: bool) -> None:

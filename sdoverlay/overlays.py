@@ -13,9 +13,9 @@ import os
 import time
 from typing import Any
 
-from sdoverlay import content, diagnostics, mountinfo, paths, spec as spec_module, unitfile, units
+from sdoverlay import content, diagnostics, mountinfo, paths, spec as spec_module, unitfile, units, unmounter
 from sdoverlay.bus import UNIT, Systemd
-from sdoverlay.errors import Conflict, NotFound, OperationFailed
+from sdoverlay.errors import Conflict, NotFound, OperationFailed, SdoverlayError
 from sdoverlay.spec import OverlaySpec
 
 MOUNT = "org.freedesktop.systemd1.Mount"
@@ -125,8 +125,14 @@ async def check_free(systemd: Systemd, name: str, target: str) -> None:
             )
 
 
-def overlay_kind(target: str, mounts: list[mountinfo.MountEntry]) -> spec_module.OverlayKind:
-    return "service" if mountinfo.is_mount_point(target, mounts) else "mount"
+def mount_plan(target: str) -> dict[str, Any]:
+    """The kind of overlay unit TARGET needs, and whether it must be unmounted lazily."""
+    if mountinfo.is_mount_point(target, mountinfo.read()):
+        # systemd owns TARGET's .mount unit (UnitExists), so a service mounts.
+        # Lazily, always: a service whose ExecStop= fails still goes down,
+        # leaving the overlay mounted and its area unbound.
+        return {"kind": "service", "lazy_unmount": True}
+    return {"kind": "mount", "lazy_unmount": unmounter.needs_lazy_unmount(target)}
 
 
 def _our_overlay_mounted(spec: OverlaySpec) -> bool:
@@ -163,53 +169,98 @@ async def _explain(systemd: Systemd, unit: str, job_result: str, since_realtime:
     return diagnostics.explain(unit, result, since_realtime, since_monotonic)
 
 
-async def teardown(systemd: Systemd, spec: OverlaySpec) -> list[str]:
-    """Stop both units, clear failed states, remove the area dir. Returns problems."""
-    problems = []
+async def _stop(systemd: Systemd, unit: str, mode: str = "replace") -> str | None:
+    """Stop UNIT and wait; the reason it failed, or None."""
     since_realtime, since_monotonic = time.time(), time.monotonic()
-    # Stopping the area stops the overlay first: it is BindsTo= and After= it.
-    result = await systemd.stop_unit(spec.area_unit)
-    if result != "done":
-        problems.append(await _explain(systemd, spec.area_unit, result, since_realtime, since_monotonic))
-    for unit in (spec.overlay_unit, spec.area_unit):
+    try:
+        result = await systemd.stop_unit(unit, mode)
+    except NotFound:
+        return None  # not loaded: nothing to stop
+    if result == "done":
+        return None
+    return await _explain(systemd, unit, result, since_realtime, since_monotonic)
+
+
+async def teardown(systemd: Systemd, spec: OverlaySpec) -> list[str]:
+    """Unmount the overlay, then its area; remove the area dir. Returns problems.
+
+    The overlay goes first and alone: if it cannot be unmounted (target
+    busy) it stays active, keeps binding its area, and nothing else changes.
+    """
+    failure = await _stop(systemd, spec.overlay_unit)
+    if failure is None and _our_overlay_mounted(spec):
+        failure = f"the overlay on {spec.target} is still mounted"
+    if failure is not None:
+        return [failure]
+    problems = []
+    for unit in (spec.hold_unit, spec.area_unit):
+        failure = await _stop(systemd, unit)
+        if failure is not None:
+            problems.append(failure)
+    # A failed unit stays loaded and blocks its name for the next apply.
+    for unit in (spec.overlay_unit, spec.hold_unit, spec.area_unit):
         if await _active_state(systemd, unit) == "failed":
-            if not problems:
-                problems.append(await _explain(systemd, unit, "failed", since_realtime, since_monotonic))
             await systemd.reset_failed_unit(unit)
-    if _our_overlay_mounted(spec):
-        problems.append(f"the overlay on {spec.target} is still mounted")
-    elif not mountinfo.is_mount_point(spec.area, mountinfo.read()):
-        content.remove_empty_area(spec.area)
-    else:
+    if mountinfo.is_mount_point(spec.area, mountinfo.read()):
         problems.append(f"{spec.area} is still mounted")
+    else:
+        content.remove_empty_area(spec.area)
     return problems
+
+
+async def _start_hold(systemd: Systemd, spec: OverlaySpec, create_area: bool) -> str | None:
+    """Start the unit that keeps SPEC's area mounted while its overlay is down.
+
+    The area is StopWhenUnneeded=; the hold is what needs it meanwhile. If
+    the D-Bus call itself is refused (permission, conflict), nothing was
+    created and the error is raised. If the job fails, the units exist, and
+    the reason is returned for the caller to tear down and report.
+    """
+    hold = units.render_hold(spec)
+    aux = []
+    if create_area:
+        area, _ = units.render(spec)
+        aux.append((area.name, unitfile.to_properties(area.text)))
+    since = time.time(), time.monotonic()
+    result = await systemd.start_transient_unit(hold.name, unitfile.to_properties(hold.text), aux)
+    if result == "done":
+        return None
+    failed = spec.area_unit if await _active_state(systemd, spec.area_unit) == "failed" else hold.name
+    return await _explain(systemd, failed, result, *since)
+
+
+async def _release_hold(systemd: Systemd, spec: OverlaySpec) -> None:
+    failure = await _stop(systemd, spec.hold_unit)
+    if await _active_state(systemd, spec.hold_unit) == "failed":
+        await systemd.reset_failed_unit(spec.hold_unit)
+    if failure is not None:
+        raise OperationFailed(failure)
 
 
 async def apply(systemd: Systemd, spec: OverlaySpec) -> OverlayStatus:
     """Create SPEC's units, fill its area, mount it; on any failure undo it all."""
-    area, overlay = units.render(spec)
-    async with contextlib.AsyncExitStack() as undo:
-        job = systemd.start_transient_unit(area.name, unitfile.to_properties(area.text))
-        since = time.time(), time.monotonic()
-        result = await job
-        # From here on the unit exists (even a failed one stays loaded and
-        # blocks the name), so every exit path must tear it down.
-        undo.push_async_callback(_rollback, systemd, spec)
-        if result != "done":
-            raise OperationFailed(await _explain(systemd, area.name, result, *since))
+    _, overlay = units.render(spec)
+    hold_failure = await _start_hold(systemd, spec, create_area=True)
+    try:
+        if hold_failure is not None:
+            raise OperationFailed(hold_failure)
         try:
             content.populate(spec)
         except OSError as error:
             raise OperationFailed(f"cannot prepare {spec.area}: {error.strerror}: {error.filename}") from error
-        await _run(systemd, overlay.name, systemd.start_transient_unit(overlay.name, unitfile.to_properties(overlay.text)))
-        undo.pop_all()
+        await _run(
+            systemd, overlay.name,
+            systemd.start_transient_unit(overlay.name, unitfile.to_properties(overlay.text)),
+        )
+        await _release_hold(systemd, spec)
+    except BaseException as error:
+        # A failed unit stays loaded and blocks the name: every way out but
+        # success undoes everything that was created.
+        problems = await teardown(systemd, spec)
+        if problems and isinstance(error, SdoverlayError):
+            error.message += "; rollback incomplete: " + "; ".join(problems)
+        raise
     return await find(systemd, spec.name)
-
-
-async def _rollback(systemd: Systemd, spec: OverlaySpec) -> None:
-    problems = await teardown(systemd, spec)
-    if problems:
-        raise OperationFailed("rollback incomplete: " + "; ".join(problems))
 
 
 async def remove(systemd: Systemd, name: str) -> OverlaySpec:
@@ -221,19 +272,36 @@ async def remove(systemd: Systemd, name: str) -> OverlaySpec:
 
 
 async def reset(systemd: Systemd, name: str) -> OverlayStatus:
-    """Throw away what was written to NAME since apply, keep its applied content."""
+    """Throw away what was written to NAME since apply, keep its applied content.
+
+    If the overlay cannot be mounted again, its area stays held (and listed
+    as failed) so that nothing applied is lost: reset again, or remove it.
+    """
     status = await find(systemd, name)
     spec = status.spec
     if spec.read_only:
         return status  # nothing can have been written
-    # ignore-dependencies: the area unit is PartOf= the overlay; a plain stop
-    # would take the area, and the applied content in it, down too.
-    await _run(systemd, spec.overlay_unit, systemd.stop_unit(spec.overlay_unit, "ignore-dependencies"))
-    if _our_overlay_mounted(spec):
-        raise OperationFailed(f"cannot reset overlay {name!r}: {spec.target} is still mounted")
+    hold_failure = await _start_hold(systemd, spec, create_area=False)
+    if hold_failure is not None:
+        await _release_hold(systemd, spec)
+        raise OperationFailed(f"cannot reset overlay {name!r}: {hold_failure}")
+    try:
+        # ignore-dependencies: units that use the target are not stopped
+        # behind the user's back; if they hold it busy, the reset says so.
+        await _run(systemd, spec.overlay_unit, systemd.stop_unit(spec.overlay_unit, "ignore-dependencies"))
+        if _our_overlay_mounted(spec):
+            raise OperationFailed(f"{spec.target} is still mounted")
+    except SdoverlayError as error:
+        await _release_hold(systemd, spec)  # the overlay is still up and binds its area
+        raise OperationFailed(f"cannot reset overlay {name!r}: {error.message}") from error
     try:
         content.recreate_writable_layers(spec)
+        await _run(systemd, spec.overlay_unit, systemd.start_unit(spec.overlay_unit))
     except OSError as error:
-        raise OperationFailed(f"cannot reset overlay {name!r}: {error.strerror}: {error.filename}") from error
-    await _run(systemd, spec.overlay_unit, systemd.start_unit(spec.overlay_unit))
+        raise OperationFailed(
+            f"cannot reset overlay {name!r}: {error.strerror}: {error.filename}; its area is kept"
+        ) from error
+    except SdoverlayError as error:
+        raise OperationFailed(f"cannot reset overlay {name!r}: {error.message}; its area is kept") from error
+    await _release_hold(systemd, spec)
     return await find(systemd, name)

@@ -72,6 +72,10 @@ class OverlaySpec:
         return f"usroverlay-{self.name}.service"
 
     @property
+    def hold_unit(self) -> str:
+        return f"usroverlay-{self.name}-hold.service"
+
+    @property
     def units(self) -> list[str]:
         return [self.area_unit, self.overlay_unit]
 

@@ -23,6 +23,7 @@ PROPERTY_SIGNATURES: dict[str, str] = {
     "RequiresMountsFor": "as",
     "Wants": "as",
     "DefaultDependencies": "b",
+    "StopWhenUnneeded": "b",
     "What": "s",
     "Where": "s",
     "Type": "s",

@@ -42,3 +42,8 @@ def render(spec: OverlaySpec) -> tuple[RenderedUnit, RenderedUnit]:
     area = _environment.get_template("area.mount").render(spec=spec)
     overlay = _environment.get_template(f"overlay.{spec.kind}").render(spec=spec)
     return RenderedUnit(spec.area_unit, area), RenderedUnit(spec.overlay_unit, overlay)
+
+
+def render_hold(spec: OverlaySpec) -> RenderedUnit:
+    """The transient unit that pins SPEC's area while the overlay is not up."""
+    return RenderedUnit(spec.hold_unit, _environment.get_template("hold.service").render(spec=spec))

@@ -1,0 +1,155 @@
+"""Pure logic: escaping, names, metadata, unit rendering and property building."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from dbus_next import Variant
+
+from sdoverlay import mountinfo, paths, unitfile, units, unmounter
+from sdoverlay.spec import SIZE_PATTERN, OverlaySpec, parse_metadata, spec_from_metadata
+
+
+def make_spec(**overrides) -> OverlaySpec:
+    values = dict(
+        name="demo", target="/usr/share/doc", source="/tmp/src", read_only=False, size="25%",
+        owner_uid=1000, created_at="2026-11-25T10:00:00Z", kind="mount", lazy_unmount=False,
+    )
+    values.update(overrides)
+    return OverlaySpec(**values)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/run/usroverlay/demo", "/run/usroverlay/my-name", "/usr/share/doc", "/usr//lib/", "/",
+     "/usr/.hidden", "/usr/a b", "/usr/ünï", "/usr/x:y_z.w"],
+)
+def test_escape_path_matches_systemd_escape(path: str) -> None:
+    expected = subprocess.run(
+        ["systemd-escape", "--path", "--", path], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert paths.escape_path(path) == expected
+
+
+@pytest.mark.parametrize("name", ["a", "demo", "my-overlay_2", "_x", "A" * 64])
+def test_valid_names(name: str) -> None:
+    assert paths.check_name(name) is None
+
+
+@pytest.mark.parametrize("name", ["", "-lead", "a/b", "a.b", "a b", "x" * 65, "ü", "a\n"])
+def test_invalid_names(name: str) -> None:
+    assert paths.check_name(name) is not None
+
+
+def test_containment_is_by_component() -> None:
+    assert paths.is_within("/usr/lib", "/usr/lib")
+    assert paths.is_within("/usr/lib/x", "/usr/lib")
+    assert not paths.is_within("/usr/lib64", "/usr/lib")
+    assert paths.overlaps("/usr", "/usr/share/x")
+    assert not paths.overlaps("/usr/share/a", "/usr/share/ab")
+
+
+@pytest.mark.parametrize("path", ["/usr/a,b", "/usr/a:b", "/usr/a b", "/usr/a%b", "/usr/a\\b", "/usr/a\x01"])
+def test_unsafe_path_chars(path: str) -> None:
+    assert paths.check_path_chars(path) is not None
+
+
+def test_default_unlock_name() -> None:
+    assert paths.default_unlock_name("/usr") == "usr"
+    assert paths.default_unlock_name("/usr/share/my.dir") == "usr-share-my_dir"
+
+
+@pytest.mark.parametrize("size", ["25%", "100%", "512M", "1G", "4096", "10k"])
+def test_sizes_accepted(size: str) -> None:
+    assert SIZE_PATTERN.fullmatch(size)
+
+
+@pytest.mark.parametrize("size", ["0", "0%", "101%", "-1M", "1T", "lots", "1.5G"])
+def test_sizes_refused(size: str) -> None:
+    assert not SIZE_PATTERN.fullmatch(size)
+
+
+def test_metadata_round_trip_with_awkward_source() -> None:
+    spec = make_spec(source="/tmp/a,b=c%d e", read_only=True, kind="service", lazy_unmount=True)
+    options = "rw,relatime,size=1024k," + spec.area_options.split(",", 2)[2]
+    assert spec_from_metadata(parse_metadata(options)) == spec
+
+
+def test_metadata_of_foreign_mount_is_none() -> None:
+    assert spec_from_metadata(parse_metadata("rw,size=1k,mode=755")) is None
+
+
+def test_overlay_options() -> None:
+    assert make_spec().overlay_options == (
+        "lowerdir=/run/usroverlay/demo/content:/usr/share/doc,upperdir=/run/usroverlay/demo/upper,"
+        "workdir=/run/usroverlay/demo/work,index=off,metacopy=off"
+    )
+    assert make_spec(read_only=True).overlay_options == (
+        "lowerdir=/run/usroverlay/demo/content:/usr/share/doc,index=off,metacopy=off"
+    )
+    assert make_spec(source=None).overlay_options.startswith("lowerdir=/usr/share/doc,upperdir=")
+
+
+def test_mount_kind_units_as_properties() -> None:
+    area, overlay = units.render(make_spec(source="/tmp/100%"))
+    assert area.name == "run-usroverlay-demo.mount"
+    assert overlay.name == "usr-share-doc.mount"
+    area_props = dict(unitfile.to_properties(area.text))
+    assert area_props["StopWhenUnneeded"] == Variant("b", True)
+    assert "PartOf" not in area_props
+    assert area_props["Where"] == Variant("s", "/run/usroverlay/demo")
+    # '%' is '%%' in the unit file text and a plain '%' on the bus.
+    assert "%%25" in area.text
+    assert "x-sdoverlay.source=/tmp/100%25" in area_props["Options"].value
+    overlay_props = dict(unitfile.to_properties(overlay.text))
+    assert overlay_props["BindsTo"] == Variant("as", ["run-usroverlay-demo.mount"])
+    assert overlay_props["After"] == Variant("as", ["run-usroverlay-demo.mount"])
+    assert overlay_props["LazyUnmount"] == Variant("b", False)
+
+
+def test_service_kind_units_as_properties() -> None:
+    _, overlay = units.render(make_spec(name="usr", target="/usr", source=None, kind="service", lazy_unmount=True))
+    assert overlay.name == "usroverlay-usr.service"
+    props = dict(unitfile.to_properties(overlay.text))
+    (start,) = props["ExecStart"].value
+    assert start[0] == "/usr/bin/mount"
+    assert start[1][-1] == "/usr" and start[2] is False
+    (stop,) = props["ExecStop"].value
+    assert stop[1] == ["/usr/bin/umount", "-l", "/usr"]
+    assert props["DefaultDependencies"] == Variant("b", False)
+
+
+def test_hold_unit_binds_the_area() -> None:
+    hold = units.render_hold(make_spec())
+    assert hold.name == "usroverlay-demo-hold.service"
+    props = dict(unitfile.to_properties(hold.text))
+    assert props["BindsTo"] == Variant("as", ["run-usroverlay-demo.mount"])
+    assert props["RemainAfterExit"] == Variant("b", True)
+
+
+def test_unknown_unit_key_is_refused() -> None:
+    with pytest.raises(ValueError, match="no transient property"):
+        unitfile.to_properties("[Unit]\nDescription=x\n[Mount]\nSloppyOptions=yes\n")
+
+
+def test_mountinfo_parse_unescapes() -> None:
+    text = (
+        "36 35 98:0 / /usr rw,noatime master:1 - ext4 /dev/vda rw\n"
+        "40 36 0:44 / /usr/share/a\\040b rw shared:5 - overlay overlay rw,lowerdir=/x,upperdir=/y\n"
+    )
+    entries = mountinfo.parse(text)
+    assert mountinfo.is_mount_point("/usr", entries)
+    assert entries[1].mount_point == "/usr/share/a b"
+    assert entries[1].super_options == "rw,lowerdir=/x,upperdir=/y"
+
+
+def test_lazy_unmount_when_target_covers_umount_or_its_libraries() -> None:
+    files = unmounter.unmount_tool_files()
+    # On this machine umount links libmount; its real dir must be covered.
+    assert any("libmount" in path for path in files)
+    assert unmounter.needs_lazy_unmount("/usr", files)
+    assert unmounter.needs_lazy_unmount("/usr/bin", files)
+    libmount_dir = next(p for p in files if "libmount" in p).rsplit("/", 1)[0]
+    assert unmounter.needs_lazy_unmount(libmount_dir, files)
+    assert not unmounter.needs_lazy_unmount("/usr/share/doc", files)

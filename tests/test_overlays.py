@@ -1,0 +1,279 @@
+"""Behaviour on a real systemd: each test boots its own throwaway container."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.testbed import NOBODY, Container
+
+SOURCE_TREE = """
+mkdir -p /srv/src/sub
+echo applied > /srv/src/top.txt
+echo deep > /srv/src/sub/deep.txt
+"""
+
+
+def overlay_units(bed: Container) -> list[str]:
+    """Every unit of ours systemd knows, in any state."""
+    out = bed.run(["systemctl", "list-units", "--all", "--plain", "--no-legend", "*usroverlay*"]).stdout
+    return sorted(line.split()[0] for line in out.splitlines() if line.strip())
+
+
+def overlay_mounts(bed: Container) -> list[str]:
+    out = bed.run(["findmnt", "-rn", "-t", "overlay,tmpfs", "-o", "TARGET,FSTYPE,OPTIONS"]).stdout
+    return sorted(line for line in out.splitlines() if "usroverlay" in line or line.startswith("/usr"))
+
+
+def area_entries(bed: Container) -> list[str]:
+    return bed.sh("ls -A /run/usroverlay 2>/dev/null || true").stdout.split()
+
+
+def snapshot(bed: Container) -> tuple[list[str], list[str], list[str]]:
+    return overlay_units(bed), overlay_mounts(bed), area_entries(bed)
+
+
+def listed(bed: Container) -> dict[str, dict]:
+    result = bed.sdoverlay("list", "--json", check=True)
+    return {entry["name"]: entry for entry in json.loads(result.stdout)}
+
+
+def assert_gone(bed: Container, name: str, target: str) -> None:
+    assert overlay_units(bed) == []
+    assert bed.run(["findmnt", "-rn", "-t", "overlay", target], check=False).stdout == ""
+    assert bed.run(["findmnt", "-rn", f"/run/usroverlay/{name}"], check=False).stdout == ""
+    assert name not in area_entries(bed)
+
+
+def test_apply_directory_tree_write_reset_remove(bed: Container) -> None:
+    bed.sh(SOURCE_TREE)
+    base_file = "/usr/share/doc/dpkg/copyright"
+    result = bed.sdoverlay("apply", "demo", "/srv/src", "/usr/share/doc", check=True)
+    assert "applied overlay 'demo'" in result.stdout
+
+    assert bed.run(["cat", "/usr/share/doc/top.txt"]).stdout == "applied\n"
+    assert bed.run(["cat", "/usr/share/doc/sub/deep.txt"]).stdout == "deep\n"
+    assert bed.run(["test", "-f", base_file]).returncode == 0
+    # A snapshot: editing SOURCE afterwards does not leak in.
+    bed.sh("echo changed > /srv/src/top.txt; echo new > /srv/src/later.txt")
+    assert bed.run(["cat", "/usr/share/doc/top.txt"]).stdout == "applied\n"
+    assert bed.run(["test", "-e", "/usr/share/doc/later.txt"], check=False).returncode != 0
+    # The target keeps its own owner and mode, not SOURCE's.
+    assert bed.run(["stat", "-c", "%a %U", "/usr/share/doc"]).stdout == "755 root\n"
+
+    # Writable, and the writes land in the upper dir in /run.
+    bed.sh("echo written > /usr/share/doc/written.txt; echo edited > /usr/share/doc/top.txt; rm /usr/share/doc/dpkg/copyright")
+    assert bed.run(["cat", "/run/usroverlay/demo/upper/written.txt"]).stdout == "written\n"
+    assert "run-usroverlay-demo.mount" in overlay_units(bed)
+    assert listed(bed)["demo"]["upper_used_bytes"] > 0
+
+    result = bed.sdoverlay("reset", "demo", check=True)
+    assert "reset overlay 'demo'" in result.stdout
+    assert bed.run(["test", "-e", "/usr/share/doc/written.txt"], check=False).returncode != 0
+    assert bed.run(["cat", "/usr/share/doc/top.txt"]).stdout == "applied\n"
+    assert bed.run(["test", "-f", base_file]).returncode == 0
+    assert listed(bed)["demo"]["state"] == "active"
+    assert listed(bed)["demo"]["upper_used_bytes"] == 0
+    bed.sh("touch /usr/share/doc/after-reset")  # still writable after reset
+
+    result = bed.sdoverlay("remove", "demo", check=True)
+    assert "removed overlay 'demo'" in result.stdout
+    assert_gone(bed, "demo", "/usr/share/doc")
+    assert bed.run(["test", "-e", "/usr/share/doc/top.txt"], check=False).returncode != 0
+
+
+def test_apply_file_lands_at_target_basename(bed: Container) -> None:
+    bed.sh("printf '#!/bin/sh\\necho patched\\n' > /srv/tool; chmod 755 /srv/tool")
+    bed.sdoverlay("apply", "tool", "/srv/tool", "/usr/share/common-licenses", check=True)
+    assert bed.run(["/usr/share/common-licenses/tool"]).stdout == "patched\n"
+    assert bed.run(["test", "-f", "/usr/share/common-licenses/GPL-3"]).returncode == 0
+    bed.sh("touch /usr/share/common-licenses/writable")
+    bed.sdoverlay("remove", "tool", check=True)
+    assert_gone(bed, "tool", "/usr/share/common-licenses")
+
+
+def test_read_only_overlay(bed: Container) -> None:
+    bed.sh(SOURCE_TREE)
+    bed.sdoverlay("apply", "--read-only", "ro", "/srv/src", "/usr/share/doc", check=True)
+    assert bed.run(["cat", "/usr/share/doc/top.txt"]).stdout == "applied\n"
+    touch = bed.run(["touch", "/usr/share/doc/nope"], check=False)
+    assert touch.returncode != 0 and "Read-only file system" in touch.stderr
+    entry = listed(bed)["ro"]
+    assert entry["read_only"] is True and entry["upper_used_bytes"] == 0
+    assert bed.sh("ls -A /run/usroverlay/ro").stdout.split() == ["content"]
+    bed.sdoverlay("remove", "ro", check=True)
+    assert_gone(bed, "ro", "/usr/share/doc")
+
+
+def test_list_json_fields_survive_reload_and_reexec(bed: Container) -> None:
+    bed.sh(SOURCE_TREE)
+    bed.sdoverlay("apply", "--size", "64M", "meta", "/srv/src", "/usr/share/doc", check=True)
+    before = listed(bed)["meta"]
+    assert before["name"] == "meta"
+    assert before["target"] == "/usr/share/doc"
+    assert before["source"] == "/srv/src"
+    assert before["owner_uid"] == 0
+    assert before["read_only"] is False
+    assert before["size_limit_bytes"] == 64 * 1024 * 1024
+    assert before["state"] == "active"
+    assert before["units"] == ["run-usroverlay-meta.mount", "usr-share-doc.mount"]
+    assert before["created_at"].endswith("Z") and before["created_at"][10] == "T"
+    text = bed.sdoverlay("list", check=True).stdout
+    assert "meta" in text and "/usr/share/doc" in text and "64.0M" in text
+
+    # Metadata lives in the units only; systemd must keep it across both.
+    for command in ("daemon-reload", "daemon-reexec"):
+        bed.run(["systemctl", command])
+        bed.run(["systemctl", "is-system-running", "--wait"], check=False)
+        assert listed(bed)["meta"] == before, command
+    assert "run-usroverlay-meta.mount" in overlay_units(bed)
+
+    filtered = bed.sdoverlay("list", "--json", "--user", "1000", check=True)
+    assert json.loads(filtered.stdout) == []
+
+
+def test_unlock_usr_itself_and_remove(bed: Container) -> None:
+    # /usr is a mount point in the test bed, as on image-based systems.
+    assert bed.run(["findmnt", "-rn", "/usr"]).stdout
+    result = bed.sdoverlay("unlock", "--json", check=True)
+    entry = json.loads(result.stdout)
+    assert entry["name"] == "usr" and entry["target"] == "/usr" and entry["source"] is None
+    assert entry["units"] == ["run-usroverlay-usr.mount", "usroverlay-usr.service"]
+    assert entry["lazy_unmount"] is True
+    bed.sh("printf '#!/bin/sh\\necho hotfix\\n' > /usr/bin/sdo-hello; chmod +x /usr/bin/sdo-hello")
+    assert bed.run(["sdo-hello"]).stdout == "hotfix\n"
+    assert "usroverlay-usr.service" in overlay_units(bed)
+
+    # umount(8) itself runs from the overlay: only a lazy unmount removes it.
+    bed.sdoverlay("remove", "usr", check=True)
+    assert_gone(bed, "usr", "/usr")
+    assert bed.run(["test", "-e", "/usr/bin/sdo-hello"], check=False).returncode != 0
+    assert bed.run(["touch", "/usr/bin/x"], check=False).returncode != 0
+
+
+def test_unlock_usr_bin_as_mount_unit(bed: Container) -> None:
+    entry = json.loads(bed.sdoverlay("unlock", "/usr/bin", "--name", "bin", "--json", check=True).stdout)
+    assert entry["units"] == ["run-usroverlay-bin.mount", "usr-bin.mount"]
+    bed.sh("touch /usr/bin/sdo-marker")
+    bed.sdoverlay("reset", "bin", check=True)
+    assert bed.run(["test", "-e", "/usr/bin/sdo-marker"], check=False).returncode != 0
+    bed.sdoverlay("remove", "bin", check=True)
+    assert_gone(bed, "bin", "/usr/bin")
+
+
+def test_refusals_change_nothing(bed: Container) -> None:
+    bed.sh(SOURCE_TREE)
+    bed.sdoverlay("apply", "first", "/srv/src", "/usr/share/doc", check=True)
+    before = snapshot(bed)
+    cases = [
+        (["apply", "first", "/srv/src", "/usr/share/man"], 4, "an overlay named 'first' exists already"),
+        (["apply", "second", "/srv/src", "/usr/share/doc"], 4, "overlaps /usr/share/doc, the target of overlay 'first'"),
+        (["apply", "second", "/srv/src", "/usr/share/doc/dpkg"], 4, "overlaps /usr/share/doc"),
+        (["apply", "second", "/srv/src", "/usr/share"], 4, "overlaps /usr/share/doc"),
+        (["apply", "second", "/srv/missing", "/usr/share/man"], 3, "source /srv/missing does not exist"),
+        (["apply", "second", "/srv/src", "/usr/share/missing"], 3, "target /usr/share/missing does not exist"),
+        (["apply", "second", "/srv/src", "/etc"], 2, "is not at or under /usr"),
+        (["apply", "second", "/srv/src", "usr/share"], 2, "is not an absolute path"),
+        (["apply", "-bad", "/srv/src", "/usr/share/man"], 2, "No such option"),
+        (["apply", "bad.name", "/srv/src", "/usr/share/man"], 2, "invalid overlay name 'bad.name'"),
+        (["apply", "--size", "lots", "second", "/srv/src", "/usr/share/man"], 2, "invalid size 'lots'"),
+        (["apply", "second", "/srv/src", "/usr/share/doc/dpkg/copyright"], 2, "is not a directory"),
+        (["remove", "nosuch"], 3, "no overlay named 'nosuch'"),
+        (["reset", "nosuch"], 3, "no overlay named 'nosuch'"),
+    ]
+    for args, code, message in cases:
+        result = bed.sdoverlay(*args)
+        assert result.returncode == code, (args, result.stderr)
+        assert message in result.stderr, (args, result.stderr)
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert snapshot(bed) == before, args
+
+
+def test_non_root_caller_is_refused_and_nothing_created(bed: Container) -> None:
+    bed.sh(SOURCE_TREE + "chmod -R a+rX /srv/src")
+    before = snapshot(bed)
+    for args in (["apply", "user", "/srv/src", "/usr/share/doc"], ["unlock"]):
+        result = bed.sdoverlay(*args, user=NOBODY)
+        assert result.returncode == 5, result.stderr
+        assert "permission denied" in result.stderr
+        assert "InteractiveAuthorizationRequired" in result.stderr
+        assert result.stderr.count("\n") == 1
+        assert snapshot(bed) == before
+    # Reading is for everyone.
+    assert bed.sdoverlay("list", "--json", user=NOBODY, check=True).stdout.strip() == "[]"
+
+
+def test_non_root_cannot_remove_root_overlay(bed: Container) -> None:
+    bed.sdoverlay("unlock", "/usr/share/man", check=True)
+    before = snapshot(bed)
+    result = bed.sdoverlay("remove", "usr-share-man", user=NOBODY)
+    assert result.returncode == 5, result.stderr
+    assert snapshot(bed) == before
+
+
+def test_failing_mount_is_reported_and_rolled_back(bed: Container) -> None:
+    # Two overlays stacked by hand under the target leave no room for a third
+    # layer: the kernel refuses with "maximum fs stacking depth exceeded".
+    bed.sh("""
+        mkdir -p /tmp/a/u /tmp/a/w /tmp/b/u /tmp/b/w
+        mount -t overlay overlay -o lowerdir=/usr/share,upperdir=/tmp/a/u,workdir=/tmp/a/w /usr/share
+        mount -t overlay overlay -o lowerdir=/usr/share/doc,upperdir=/tmp/b/u,workdir=/tmp/b/w /usr/share/doc
+    """ + SOURCE_TREE)
+    before = snapshot(bed)
+    result = bed.sdoverlay("apply", "deep", "/srv/src", "/usr/share/doc/dpkg")
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "usr-share-doc-dpkg.mount failed" in result.stderr
+    assert "exit-code" in result.stderr
+    assert "overlayfs: maximum fs stacking depth exceeded" in result.stderr
+    assert "rollback incomplete" not in result.stderr
+    assert snapshot(bed) == before
+    assert overlay_units(bed) == []
+    # The name is free again: nothing failed is left loaded.
+    bed.sdoverlay("apply", "deep", "/srv/src", "/usr/share/man", check=True)
+
+
+def test_copy_that_does_not_fit_is_rolled_back(bed: Container) -> None:
+    bed.sh("mkdir -p /srv/big; head -c 3M /dev/zero > /srv/big/blob")
+    before = snapshot(bed)
+    result = bed.sdoverlay("apply", "--size", "1M", "big", "/srv/big", "/usr/share/doc")
+    assert result.returncode == 1, result.stderr
+    assert "cannot copy /srv/big" in result.stderr and "No space left on device" in result.stderr
+    assert snapshot(bed) == before
+    assert overlay_units(bed) == []
+
+
+def test_units_needing_the_target_are_stopped_first(bed: Container) -> None:
+    bed.sh(SOURCE_TREE)
+    bed.sdoverlay("apply", "needed", "/srv/src", "/usr/share/doc", check=True)
+    # WorkingDirectory= implies RequiresMountsFor=: systemd stops the user first.
+    bed.run(["systemd-run", "--unit=user-of-doc", "--property=WorkingDirectory=/usr/share/doc", "sleep", "600"])
+    bed.sdoverlay("remove", "needed", check=True)
+    assert bed.run(["systemctl", "is-active", "user-of-doc"], check=False).stdout.strip() == "inactive"
+    assert_gone(bed, "needed", "/usr/share/doc")
+
+
+def test_busy_target_is_reported_and_overlay_kept(bed: Container) -> None:
+    bed.sh(SOURCE_TREE)
+    bed.sdoverlay("apply", "busy", "/srv/src", "/usr/share/doc", check=True)
+    # A process systemd knows no dependency for keeps the mount busy.
+    bed.run(["systemd-run", "--unit=holder", "sh", "-c", "cd /usr/share/doc && exec sleep 600"])
+    bed.run(["sh", "-c", "for i in $(seq 50); do [ \"$(readlink /proc/$(systemctl show -P MainPID holder)/cwd)\" = /usr/share/doc ] && exit 0; sleep 0.1; done; exit 1"])
+    result = bed.sdoverlay("remove", "busy")
+    assert result.returncode == 1, result.stderr
+    assert "cannot remove overlay 'busy'" in result.stderr
+    assert "target is busy" in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1
+    # Still usable and still listed, not half torn down.
+    assert bed.run(["cat", "/usr/share/doc/top.txt"]).stdout == "applied\n"
+    assert listed(bed)["busy"]["state"] == "active"
+    bed.run(["systemctl", "stop", "holder"])
+    bed.sdoverlay("remove", "busy", check=True)
+    assert_gone(bed, "busy", "/usr/share/doc")
+
+
+@pytest.mark.parametrize("command", ["apply", "unlock", "list", "reset", "remove"])
+def test_help_on_every_command(bed: Container, command: str) -> None:
+    result = bed.sdoverlay(command, "--help", check=True)
+    assert "Exit codes: 0 success" in result.stdout
