@@ -81,7 +81,8 @@ def _check_target(target: str) -> str:
     return resolved
 
 
-def _build_spec(name: str, target: str, source: str | None, read_only: bool, size: str) -> OverlaySpec:
+def _validated(name: str, target: str, source: str | None, read_only: bool, size: str) -> dict[str, object]:
+    """Checked, canonical fields of a new overlay (all but how it is mounted)."""
     reason = paths.check_name(name)
     if reason:
         raise InvalidInput(f"invalid overlay name {name!r}: {reason}")
@@ -92,26 +93,27 @@ def _build_spec(name: str, target: str, source: str | None, read_only: bool, siz
         if not os.path.lexists(source):
             raise NotFound(f"source {source} does not exist")
         source = os.path.abspath(source)
-    return OverlaySpec(
-        name=name,
-        target=resolved_target,
-        source=source,
-        read_only=read_only,
-        size=size,
-        owner_uid=overlays.caller_uid(),
-        created_at=overlays.now_iso(),
-        **overlays.mount_plan(resolved_target),
-    )
+    return {
+        "name": name,
+        "target": resolved_target,
+        "source": source,
+        "read_only": read_only,
+        "size": size,
+        "owner_uid": overlays.caller_uid(),
+        "created_at": overlays.now_iso(),
+    }
 
 
-def _create(spec_factory: Callable[[], OverlaySpec], as_json: bool, verb: str) -> None:
+def _create(fields: Callable[[], dict[str, object]], as_json: bool, verb: str) -> None:
     try:
-        spec = spec_factory()
+        checked = fields()
     except SdoverlayError as error:
         _fail(error)
 
     async def create(systemd: Systemd) -> OverlayStatus:
-        await overlays.check_free(systemd, spec.name, spec.target)
+        target = str(checked["target"])
+        await overlays.check_free(systemd, str(checked["name"]), target)
+        spec = OverlaySpec(**checked, **(await overlays.mount_plan(systemd, target)))  # type: ignore[arg-type]
         return await overlays.apply(systemd, spec)
 
     _emit(_run(create), as_json, verb)
@@ -161,7 +163,7 @@ def apply(name: str, source: str, target: str, read_only: bool, size: str, as_js
     A file SOURCE appears as TARGET/basename; a directory's entries appear in
     TARGET. SOURCE is copied at once: later edits to it do not show.
     """
-    _create(lambda: _build_spec(name, target, source, read_only, size), as_json, "applied")
+    _create(lambda: _validated(name, target, source, read_only, size), as_json, "applied")
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
@@ -172,10 +174,10 @@ def apply(name: str, source: str, target: str, read_only: bool, size: str, as_js
 def unlock(target: str, name: str | None, size: str, as_json: bool) -> None:
     """Make TARGET (default /usr) writable with an empty overlay; writes go to memory."""
 
-    def spec() -> OverlaySpec:
-        return _build_spec(name or paths.default_unlock_name(paths.canonical_target(target)), target, None, False, size)
+    def fields() -> dict[str, object]:
+        return _validated(name or paths.default_unlock_name(paths.canonical_target(target)), target, None, False, size)
 
-    _create(spec, as_json, "unlocked")
+    _create(fields, as_json, "unlocked")
 
 
 @cli.command(name="list", epilog=EXIT_CODES_HELP)

@@ -68,8 +68,15 @@ def unit_log_errors(unit: str, since_realtime: float, wait: float = 1.0) -> list
 
 def explain(unit: str, result: str, since_realtime: float, since_monotonic: float) -> str:
     """One line: the unit's Result plus whatever the logs say about it."""
-    details = unit_log_errors(unit, since_realtime) + kernel_overlay_messages(since_monotonic)
-    text = f"{unit} failed (result: {result})"
+    messages = unit_log_errors(unit, since_realtime) + kernel_overlay_messages(since_monotonic)
+    details = [
+        line.strip().rstrip(".")
+        for message in messages
+        for line in message.splitlines()
+        # mount(8)'s standard pointer to dmesg: the kernel's line is included instead.
+        if line.strip() and not line.strip().startswith("dmesg(1)")
+    ]
+    text = f"{unit} failed ({result})"
     if details:
-        text += ": " + "; ".join(line.strip() for line in details)
+        text += ": " + "; ".join(details)
     return text

@@ -6,7 +6,6 @@ either finishes or rolls back what it created.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
 import os
@@ -19,6 +18,7 @@ from sdoverlay.errors import Conflict, NotFound, OperationFailed, SdoverlayError
 from sdoverlay.spec import OverlaySpec
 
 MOUNT = "org.freedesktop.systemd1.Mount"
+SERVICE = "org.freedesktop.systemd1.Service"
 AREA_UNIT_PATTERN = "run-usroverlay-*.mount"
 
 
@@ -125,10 +125,13 @@ async def check_free(systemd: Systemd, name: str, target: str) -> None:
             )
 
 
-def mount_plan(target: str) -> dict[str, Any]:
+async def mount_plan(systemd: Systemd, target: str) -> dict[str, Any]:
     """The kind of overlay unit TARGET needs, and whether it must be unmounted lazily."""
-    if mountinfo.is_mount_point(target, mountinfo.read()):
-        # systemd owns TARGET's .mount unit (UnitExists), so a service mounts.
+    mount_unit = paths.mount_unit_name(target)
+    if mountinfo.is_mount_point(target, mountinfo.read()) or await systemd.unit_path(mount_unit):
+        # systemd owns TARGET's .mount unit already (StartTransientUnit
+        # would fail with UnitExists; a recently unmounted one lingers until
+        # garbage-collected), so a service mounts on top.
         # Lazily, always: a service whose ExecStop= fails still goes down,
         # leaving the overlay mounted and its area unbound.
         return {"kind": "service", "lazy_unmount": True}
@@ -157,15 +160,14 @@ async def _run(systemd: Systemd, unit: str, job: Any) -> None:
 
 
 async def _explain(systemd: Systemd, unit: str, job_result: str, since_realtime: float, since_monotonic: float) -> str:
-    path = await systemd.unit_path(unit)
+    """Why UNIT's job failed: the unit's own Result where it has one, and its logs."""
     result = job_result
+    path = await systemd.unit_path(unit)
     if path is not None:
-        for interface in (MOUNT, "org.freedesktop.systemd1.Service"):
-            with contextlib.suppress(Exception):
-                unit_result = (await systemd.unit_properties(path, interface)).get("Result")
-                if unit_result and unit_result != "success":
-                    result = f"{job_result}, {unit_result}"
-                    break
+        interface = MOUNT if unit.endswith(".mount") else SERVICE
+        unit_result = (await systemd.unit_properties(path, interface)).get("Result")
+        if unit_result and unit_result != "success":
+            result = unit_result
     return diagnostics.explain(unit, result, since_realtime, since_monotonic)
 
 
