@@ -1,0 +1,60 @@
+"""The demo behind scripts/demo: every step is a real command in a real systemd container."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.testbed import SDOVERLAY, Container  # noqa: E402
+
+
+def step(bed: Container, title: str, *argv: str, expect_failure: bool = False) -> None:
+    shown = shlex.join(["sdoverlay", *argv[1:]] if argv[0] == SDOVERLAY else list(argv))
+    print(f"\n== {title}\n# {shown}")
+    result = bed.run(list(argv), check=False)
+    sys.stdout.write(result.stdout)
+    sys.stdout.write(result.stderr)
+    if (result.returncode != 0) != expect_failure:
+        print(f"demo: unexpected exit code {result.returncode}", file=sys.stderr)
+        raise SystemExit(1)
+    if expect_failure:
+        print(f"(exit code {result.returncode})")
+
+
+def main() -> None:
+    print("Booting a throwaway systemd container (host /usr read-only, fresh /etc, /var, /run)...")
+    with Container() as bed:
+        print(f"container {bed.machine} is up; its PID 1 is {bed.pid} on the host")
+        bed.sh("mkdir -p /srv/patch/examples && echo 'patched by sdoverlay' > /srv/patch/README.sdoverlay")
+        sh = ("sh", "-c")
+        step(bed, "A read-only /usr", *sh, "touch /usr/share/doc/x || true")
+        step(bed, "Apply /srv/patch over /usr/share/doc", SDOVERLAY, "apply", "demo", "/srv/patch", "/usr/share/doc")
+        step(bed, "The applied file and the base files are both there", *sh,
+             "cat /usr/share/doc/README.sdoverlay; ls /usr/share/doc | head -n 3")
+        step(bed, "systemd tracks it", "systemctl", "list-units", "--no-pager", "*usroverlay*", "usr-share-doc.mount")
+        step(bed, "Write to the target: it goes to memory under /run/usroverlay/demo/upper", *sh,
+             "echo scratch > /usr/share/doc/scratch.txt && ls /run/usroverlay/demo/upper")
+        step(bed, "List overlays", SDOVERLAY, "list")
+        step(bed, "Reset: writes are gone, the applied file stays", SDOVERLAY, "reset", "demo")
+        step(bed, "After reset", *sh, "ls /usr/share/doc/scratch.txt 2>&1; cat /usr/share/doc/README.sdoverlay")
+        step(bed, "A second overlay on an overlapping target is refused", SDOVERLAY,
+             "apply", "other", "/srv/patch", "/usr/share", expect_failure=True)
+        step(bed, "Remove", SDOVERLAY, "remove", "demo")
+        step(bed, "Nothing left: no unit, no mount, no directory", *sh,
+             "systemctl list-units --all --no-legend '*usroverlay*' | wc -l; findmnt -rn -t overlay | wc -l; "
+             "ls -A /run/usroverlay")
+        step(bed, "Unlock all of /usr (a mount point) like `ostree admin unlock`, but named", SDOVERLAY,
+             "unlock", "--json")
+        step(bed, "Drop a tool into /usr/bin and run it", *sh,
+             "printf '#!/bin/sh\\necho hello from an unlocked /usr\\n' > /usr/bin/sdo-hello && "
+             "chmod +x /usr/bin/sdo-hello && sdo-hello")
+        step(bed, "Remove it again, no reboot", SDOVERLAY, "remove", "usr")
+        step(bed, "Gone", *sh, "command -v sdo-hello || echo 'sdo-hello: not found'; touch /usr/bin/x || true")
+    print("\nContainer powered off. Demo complete.")
+
+
+if __name__ == "__main__":
+    main()
