@@ -1,4 +1,9 @@
-"""The sdoverlay command line: one verb, one function."""
+"""The sdoverlay command line: one verb, one function.
+
+Every verb that changes something runs through `_execute`, which turns
+errors into one line and an exit code, and records the outcome (success,
+refusal or failure) in the audit trail.
+"""
 
 from __future__ import annotations
 
@@ -7,50 +12,67 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
-from sdoverlay import __version__, overlays, paths
+from sdoverlay import __version__, audit, config, identity, overlays, paths, sizes, validate
 from sdoverlay.bus import Systemd
-from sdoverlay.errors import ExitCode, InvalidInput, NotFound, SdoverlayError
+from sdoverlay.errors import ExitCode, InvalidInput, LimitExceeded, SdoverlayError
 from sdoverlay.overlays import OverlayStatus
-from sdoverlay.spec import DEFAULT_SIZE, SIZE_PATTERN, OverlaySpec
+from sdoverlay.spec import DEFAULT_SIZE, OverlaySpec
 
 T = TypeVar("T")
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 success, 1 operation failed, 2 invalid input, 3 not found, "
-    "4 conflict (name or target in use), 5 permission denied."
+    "4 conflict (name or target in use), 5 permission denied, 6 over a size limit or quota."
 )
 
 
-def _run(operation: Callable[[Systemd], Awaitable[T]]) -> T:
+def _die(error: SdoverlayError) -> NoReturn:
+    click.echo(f"sdoverlay: {error.message}", err=True)
+    sys.exit(error.exit_code)
+
+
+def _on_bus(operation: Callable[[Systemd], Awaitable[T]]) -> T:
     async def connected() -> T:
         async with Systemd.connect() as systemd:
             return await operation(systemd)
 
+    return asyncio.run(connected())
+
+
+def _execute(verb: str, request: dict[str, Any], operation: Callable[[], T]) -> T:
+    """Run OPERATION; audit its outcome under VERB with the REQUEST's fields."""
+    fields = {"verb": verb, "owner_uid": identity.caller_uid(), "session": identity.session_id(),
+              "name": "", "target": "", "source": ""}
+    fields.update({key: str(value) for key, value in request.items() if value is not None})
     try:
-        return asyncio.run(connected())
+        result = operation()
     except SdoverlayError as error:
-        click.echo(f"sdoverlay: {error.message}", err=True)
-        sys.exit(error.exit_code)
-
-
-def _fail(error: SdoverlayError) -> None:
-    click.echo(f"sdoverlay: {error.message}", err=True)
-    sys.exit(error.exit_code)
+        event = "failed" if error.exit_code == ExitCode.FAILED else "refused"
+        audit.record(audit.Event(event=event, result=error.message, **fields))
+        _die(error)
+    if isinstance(result, OverlayStatus):
+        fields.update(name=result.spec.name, target=result.spec.target, source=result.spec.source or "",
+                      owner_uid=result.spec.owner_uid)
+    elif isinstance(result, OverlaySpec):
+        fields.update(name=result.name, target=result.target, source=result.source or "", owner_uid=result.owner_uid)
+    event = {"apply": "applied", "unlock": "applied", "reset": "reset", "remove": "removed"}[verb]
+    audit.record(audit.Event(event=event, result="ok", **fields))
+    return result
 
 
 def _human_bytes(count: int | None) -> str:
     if count is None:
         return "-"
     value = float(count)
-    for unit in ("B", "K", "M", "G", "T"):
-        if value < 1024 or unit == "T":
+    for unit in ("B", "K", "M", "G"):
+        if value < 1024:
             return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
         value /= 1024
-    raise AssertionError("unreachable")
+    return f"{value:.1f}T"
 
 
 def _emit(status: OverlayStatus, as_json: bool, verb: str) -> None:
@@ -61,71 +83,6 @@ def _emit(status: OverlayStatus, as_json: bool, verb: str) -> None:
     what = f"{spec.source} on {spec.target}" if spec.source else f"empty writable layer on {spec.target}"
     mode = "read-only" if spec.read_only else "writable"
     click.echo(f"{verb} overlay {spec.name!r}: {what} ({mode}, {status.state}, units {', '.join(spec.units)})")
-
-
-def _check_target(target: str) -> str:
-    if not target or not target.startswith("/"):
-        raise InvalidInput(f"target {target!r} is not an absolute path")
-    resolved = paths.canonical_target(target)
-    if not os.path.exists(resolved):
-        raise NotFound(f"target {target} does not exist")
-    if not os.path.isdir(resolved):
-        raise InvalidInput(f"target {target} is not a directory")
-    if not paths.is_within(resolved, "/usr"):
-        raise InvalidInput(f"target {resolved} is not at or under /usr")
-    reason = paths.check_path_chars(resolved)
-    if reason:
-        raise InvalidInput(f"target {resolved} {reason}")
-    if resolved != target.rstrip("/") and target != "/":
-        click.echo(f"sdoverlay: target {target} resolves to {resolved}; using {resolved}", err=True)
-    return resolved
-
-
-def _validated(name: str, target: str, source: str | None, read_only: bool, size: str) -> dict[str, object]:
-    """Checked, canonical fields of a new overlay (all but how it is mounted)."""
-    reason = paths.check_name(name)
-    if reason:
-        raise InvalidInput(f"invalid overlay name {name!r}: {reason}")
-    if not SIZE_PATTERN.fullmatch(size):
-        raise InvalidInput(f"invalid size {size!r}: use a number with an optional k, M or G suffix, or a percentage of RAM")
-    resolved_target = _check_target(target)
-    if source is not None:
-        if not os.path.lexists(source):
-            raise NotFound(f"source {source} does not exist")
-        source = os.path.abspath(source)
-    return {
-        "name": name,
-        "target": resolved_target,
-        "source": source,
-        "read_only": read_only,
-        "size": size,
-        "owner_uid": overlays.caller_uid(),
-        "created_at": overlays.now_iso(),
-    }
-
-
-def _create(fields: Callable[[], dict[str, object]], as_json: bool, verb: str) -> None:
-    try:
-        checked = fields()
-    except SdoverlayError as error:
-        _fail(error)
-
-    async def create(systemd: Systemd) -> OverlayStatus:
-        target = str(checked["target"])
-        await overlays.check_free(systemd, str(checked["name"]), target)
-        spec = OverlaySpec(**checked, **(await overlays.mount_plan(systemd, target)))  # type: ignore[arg-type]
-        return await overlays.apply(systemd, spec)
-
-    _emit(_run(create), as_json, verb)
-
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-size_option = click.option(
-    "--size",
-    default=DEFAULT_SIZE,
-    show_default=True,
-    help="Memory cap of the overlay's tmpfs (content plus writes): bytes with k/M/G, or a percentage of RAM.",
-)
 
 
 @click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
@@ -140,7 +97,13 @@ def main() -> None:
         cli.main(prog_name="sdoverlay", standalone_mode=False)
     except click.UsageError as error:
         command = error.ctx.command_path if error.ctx else "sdoverlay"
-        click.echo(f"{command}: {error.format_message()} (see '{command} --help')", err=True)
+        message = f"{error.format_message()} (see '{command} --help')"
+        verb = error.ctx.info_name if error.ctx and error.ctx.parent else ""
+        if verb in ("apply", "unlock", "reset", "remove"):
+            audit.record(audit.Event(event="refused", verb=verb, name="", target="", source="",
+                                     owner_uid=identity.caller_uid(), session=identity.session_id(),
+                                     result=message))
+        click.echo(f"{command}: {message}", err=True)
         sys.exit(ExitCode.INVALID)
     except click.ClickException as error:
         click.echo(f"sdoverlay: {error.format_message()}", err=True)
@@ -150,34 +113,85 @@ def main() -> None:
         sys.exit(ExitCode.FAILED)
 
 
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+force_option = click.option("--force", is_flag=True, help="Act on an overlay that belongs to another user.")
+size_option = click.option(
+    "--size",
+    default=DEFAULT_SIZE,
+    show_default=True,
+    help="Memory cap of the overlay's tmpfs (content plus writes): bytes with k/M/G, or a percentage of RAM.",
+)
+
+
+def _create(name: str, target: str, source: str | None, read_only: bool, size: str,
+            keep_ownership: bool = False, allow_setuid: bool = False,
+            allow_world_writable: bool = False) -> OverlayStatus:
+    """Check everything, then apply. Nothing is created before all checks pass."""
+    validate.name(name)
+    if not sizes.SIZE_PATTERN.fullmatch(size):
+        raise InvalidInput(f"invalid size {size!r}: use a number with an optional k, M or G suffix, or a percentage of RAM")
+    limits = config.load()
+    resolved_target = validate.target(target, limits.allowed_roots)
+    resolved_source = None
+    if source is not None:
+        resolved_source = validate.source(source)
+        found = validate.scan(resolved_source)
+        validate.content(found, f"source {source}", allow_setuid, allow_world_writable)
+        limit = sizes.tmpfs_size_bytes(size)
+        if found.bytes_needed > limit:
+            raise LimitExceeded(
+                f"source {source} needs {found.bytes_needed} bytes, more than --size {size} ({limit} bytes)"
+            )
+    owner = identity.caller_uid()
+
+    async def create(systemd: Systemd) -> OverlayStatus:
+        await overlays.check_new(systemd, name, resolved_target, size, owner, limits)
+        spec = OverlaySpec(
+            name=name, target=resolved_target, source=resolved_source, read_only=read_only, size=size,
+            owner_uid=owner, created_at=overlays.now_iso(), session=identity.session_id(),
+            keep_ownership=keep_ownership, allow_setuid=allow_setuid, allow_world_writable=allow_world_writable,
+            **(await overlays.mount_plan(systemd, resolved_target)),
+        )
+        return await overlays.apply(systemd, spec)
+
+    return _on_bus(create)
+
+
 @cli.command(epilog=EXIT_CODES_HELP)
 @click.argument("name")
-@click.argument("source", type=click.Path())
-@click.argument("target", type=click.Path())
+@click.argument("source")
+@click.argument("target")
 @click.option("--read-only", is_flag=True, help="Lay SOURCE over TARGET without making TARGET writable.")
 @size_option
+@click.option("--keep-ownership", is_flag=True, help="Keep SOURCE's owners instead of making the copy root:root.")
+@click.option("--allow-setuid", is_flag=True,
+              help="Accept setuid/setgid files and file capabilities in SOURCE: they will run with privileges.")
+@click.option("--allow-world-writable", is_flag=True, help="Accept world-writable files and dirs in SOURCE.")
 @json_option
-def apply(name: str, source: str, target: str, read_only: bool, size: str, as_json: bool) -> None:
+def apply(name: str, source: str, target: str, read_only: bool, size: str, keep_ownership: bool,
+          allow_setuid: bool, allow_world_writable: bool, as_json: bool) -> None:
     """Copy SOURCE (a file or a tree) and lay it over TARGET as overlay NAME.
 
     A file SOURCE appears as TARGET/basename; a directory's entries appear in
-    TARGET. SOURCE is copied at once: later edits to it do not show.
+    TARGET. SOURCE is copied at once: later edits to it do not show. The copy
+    is owned by root:root unless --keep-ownership.
     """
-    _create(lambda: _validated(name, target, source, read_only, size), as_json, "applied")
+    status = _execute("apply", {"name": name, "target": target, "source": source}, lambda: _create(
+        name, target, source, read_only, size, keep_ownership, allow_setuid, allow_world_writable))
+    _emit(status, as_json, "applied")
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
-@click.argument("target", default="/usr", type=click.Path())
+@click.argument("target", default="/usr")
 @click.option("--name", help="Overlay name; default: derived from TARGET (/usr -> usr).")
 @size_option
 @json_option
 def unlock(target: str, name: str | None, size: str, as_json: bool) -> None:
     """Make TARGET (default /usr) writable with an empty overlay; writes go to memory."""
-
-    def fields() -> dict[str, object]:
-        return _validated(name or paths.default_unlock_name(paths.canonical_target(target)), target, None, False, size)
-
-    _create(fields, as_json, "unlocked")
+    chosen = name if name is not None else paths.default_unlock_name(os.path.realpath(target) if target else "")
+    status = _execute("unlock", {"name": chosen, "target": target},
+                      lambda: _create(chosen, target, None, False, size))
+    _emit(status, as_json, "unlocked")
 
 
 @cli.command(name="list", epilog=EXIT_CODES_HELP)
@@ -185,7 +199,10 @@ def unlock(target: str, name: str | None, size: str, as_json: bool) -> None:
 @json_option
 def list_(uid: int | None, as_json: bool) -> None:
     """List overlays, with their state and memory use."""
-    found = [s for s in _run(overlays.list_all) if uid is None or s.spec.owner_uid == uid]
+    try:
+        found = [s for s in _on_bus(overlays.list_all) if uid is None or s.spec.owner_uid == uid]
+    except SdoverlayError as error:
+        _die(error)
     if as_json:
         click.echo(json.dumps([s.to_json() for s in found], indent=2))
         return
@@ -205,21 +222,45 @@ def list_(uid: int | None, as_json: bool) -> None:
 
 @cli.command(epilog=EXIT_CODES_HELP)
 @click.argument("name")
+@force_option
 @json_option
-def reset(name: str, as_json: bool) -> None:
+def reset(name: str, force: bool, as_json: bool) -> None:
     """Discard what was written to overlay NAME; keep its applied content."""
-    _emit(_run(lambda systemd: overlays.reset(systemd, name)), as_json, "reset")
+    caller = identity.caller_uid()
+    status = _execute("reset", {"name": name},
+                      lambda: _on_bus(lambda systemd: overlays.reset(systemd, name, caller, force)))
+    _emit(status, as_json, "reset")
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
 @click.argument("name")
+@force_option
 @json_option
-def remove(name: str, as_json: bool) -> None:
+def remove(name: str, force: bool, as_json: bool) -> None:
     """Unmount overlay NAME, free its memory and remove its units."""
-    spec = _run(lambda systemd: overlays.remove(systemd, name))
+    caller = identity.caller_uid()
+    spec = _execute("remove", {"name": name},
+                    lambda: _on_bus(lambda systemd: overlays.remove(systemd, name, caller, force)))
     if as_json:
         click.echo(json.dumps({"name": spec.name, "target": spec.target, "removed": True}))
     else:
         click.echo(f"removed overlay {spec.name!r} from {spec.target}")
 
 
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.argument("name", required=False)
+@json_option
+def log(name: str | None, as_json: bool) -> None:
+    """Show the audit history (all overlays, or NAME's) from the journal."""
+    history = audit.read(name)
+    if as_json:
+        click.echo(json.dumps(history, indent=2))
+        return
+    for entry in history:
+        owner = f"uid={entry['owner_uid']}" if entry["owner_uid"] is not None else "uid=-"
+        line = f"{entry['time']}  {entry['event']:8s} {entry['verb']:6s} {entry['name'] or '-'}  {entry['target'] or '-'}  {owner}"
+        if entry["result"] != "ok":
+            line += f"  {entry['result']}"
+        click.echo(line)
+    if not history:
+        click.echo("no sdoverlay events in the journal" + (f" for {name!r}" if name else ""))

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 
+from sdoverlay import validate
 from sdoverlay.errors import OperationFailed
 from sdoverlay.spec import OverlaySpec
 
@@ -28,6 +30,14 @@ def populate(spec: OverlaySpec) -> None:
     if spec.source is not None:
         os.mkdir(spec.content_dir, 0o700)
         _copy(spec.source, spec.content_dir)
+        # Checked again on the copy, which only root can change: SOURCE may
+        # have changed since it was checked (and a FIFO is copied, not read).
+        validate.content(
+            validate.scan(spec.content_dir), f"the copy of {spec.source}",
+            spec.allow_setuid, spec.allow_world_writable,
+        )
+        if not spec.keep_ownership:
+            _own_by_root(spec.content_dir)
         _like_target(spec.content_dir, target_stat)
     if not spec.read_only:
         _make_writable_layers(spec, target_stat)
@@ -49,6 +59,30 @@ def recreate_writable_layers(spec: OverlaySpec) -> None:
     for path in (spec.upper_dir, spec.work_dir):
         shutil.rmtree(path, ignore_errors=False)
     _make_writable_layers(spec, os.stat(spec.target))
+
+
+def _own_by_root(root: str) -> None:
+    """chown -R root:root, keeping setuid/setgid bits and file capabilities,
+    which chown(2) clears (Linux treats root like any user there)."""
+    _own_path_by_root(root)
+    for directory, dirs, files in os.walk(root):
+        for entry in dirs + files:
+            _own_path_by_root(os.path.join(directory, entry))
+
+
+def _own_path_by_root(path: str) -> None:
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode):
+        os.lchown(path, 0, 0)
+        return
+    try:
+        capabilities = os.getxattr(path, validate.CAPABILITY_XATTR)
+    except OSError:
+        capabilities = None
+    os.chown(path, 0, 0)
+    os.chmod(path, stat.S_IMODE(info.st_mode))
+    if capabilities is not None:
+        os.setxattr(path, validate.CAPABILITY_XATTR, capabilities)
 
 
 def _copy(source: str, content_dir: str) -> None:

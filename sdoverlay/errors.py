@@ -12,6 +12,7 @@ class ExitCode(enum.IntEnum):
     NOT_FOUND = 3  # no overlay of that name, or a missing SOURCE/TARGET
     CONFLICT = 4  # the name or the target is already in use
     PERMISSION = 5  # the caller may not do this
+    LIMIT = 6  # over a limit: --size smaller than SOURCE, or the owner's quota
 
 
 class SdoverlayError(Exception):
@@ -42,3 +43,7 @@ class Conflict(SdoverlayError):
 
 class PermissionDenied(SdoverlayError):
     exit_code = ExitCode.PERMISSION
+
+
+class LimitExceeded(SdoverlayError):
+    exit_code = ExitCode.LIMIT

@@ -12,9 +12,10 @@ import os
 import time
 from typing import Any
 
-from sdoverlay import content, diagnostics, mountinfo, paths, spec as spec_module, unitfile, units, unmounter
+from sdoverlay import content, diagnostics, mountinfo, paths, sizes, spec as spec_module, unitfile, units, unmounter
+from sdoverlay.config import Config
 from sdoverlay.bus import UNIT, Systemd
-from sdoverlay.errors import Conflict, NotFound, OperationFailed, SdoverlayError
+from sdoverlay.errors import Conflict, LimitExceeded, NotFound, OperationFailed, PermissionDenied, SdoverlayError
 from sdoverlay.spec import OverlaySpec
 
 MOUNT = "org.freedesktop.systemd1.Mount"
@@ -44,17 +45,11 @@ class OverlayStatus:
             "units": spec.units,
             "kind": spec.kind,
             "lazy_unmount": spec.lazy_unmount,
+            "session": spec.session,
+            "keep_ownership": spec.keep_ownership,
+            "allow_setuid": spec.allow_setuid,
+            "allow_world_writable": spec.allow_world_writable,
         }
-
-
-def caller_uid() -> int:
-    """The user an overlay is made for: the one behind sudo/pkexec, else the caller."""
-    if os.getuid() == 0:
-        for variable in ("SUDO_UID", "PKEXEC_UID"):
-            value = os.environ.get(variable, "")
-            if value.isdigit():
-                return int(value)
-    return os.getuid()
 
 
 def now_iso() -> str:
@@ -114,15 +109,43 @@ async def list_all(systemd: Systemd) -> list[OverlayStatus]:
     return sorted(found, key=lambda s: s.spec.name)
 
 
-async def check_free(systemd: Systemd, name: str, target: str) -> None:
-    """Refuse a NAME in use, or a TARGET equal to, inside or around another overlay's."""
-    if await systemd.unit_path(paths.mount_unit_name(paths.area_dir(name))) is not None:
-        raise Conflict(f"an overlay named {name!r} exists already")
-    for other in await list_all(systemd):
+async def check_new(systemd: Systemd, spec_name: str, target: str, size: str, owner_uid: int, limits: Config) -> None:
+    """Refuse a new overlay whose name is taken, whose target meets another
+    overlay's or would hide other mounts, or that is over its owner's quota."""
+    if await systemd.unit_path(paths.mount_unit_name(paths.area_dir(spec_name))) is not None:
+        raise Conflict(f"an overlay named {spec_name!r} exists already")
+    existing = await list_all(systemd)
+    for other in existing:
         if paths.overlaps(target, other.spec.target):
-            raise Conflict(
-                f"{target} overlaps {other.spec.target}, the target of overlay {other.spec.name!r}"
+            raise Conflict(f"{target} overlaps {other.spec.target}, the target of overlay {other.spec.name!r}")
+    hidden = sorted({
+        entry.mount_point for entry in mountinfo.read()
+        if entry.mount_point != target and paths.is_within(entry.mount_point, target)
+    })
+    if hidden:
+        raise Conflict(f"{target} has mounts beneath it that the overlay would hide: {', '.join(hidden)}")
+    owned = [other.spec for other in existing if other.spec.owner_uid == owner_uid]
+    if limits.max_overlays_per_owner is not None and len(owned) >= limits.max_overlays_per_owner:
+        raise LimitExceeded(
+            f"uid {owner_uid} has {len(owned)} overlay(s), the most MaxOverlaysPerOwner= allows"
+        )
+    if limits.max_bytes_per_owner is not None:
+        used = sum(sizes.tmpfs_size_bytes(other.size) for other in owned)
+        wanted = sizes.tmpfs_size_bytes(size)
+        if used + wanted > limits.max_bytes_per_owner:
+            raise LimitExceeded(
+                f"uid {owner_uid} would have {used + wanted} bytes of overlays ({used} now, {wanted} asked), "
+                f"over MaxBytesPerOwner={limits.max_bytes_per_owner}"
             )
+
+
+def check_owner(status: OverlayStatus, caller_uid: int, force: bool, verb: str) -> None:
+    """Refuse to act on someone else's overlay unless forced."""
+    owner = status.spec.owner_uid
+    if owner != caller_uid and not force:
+        raise PermissionDenied(
+            f"overlay {status.spec.name!r} belongs to uid {owner}, not {caller_uid}; pass --force to {verb} it anyway"
+        )
 
 
 async def mount_plan(systemd: Systemd, target: str) -> dict[str, Any]:
@@ -265,21 +288,23 @@ async def apply(systemd: Systemd, spec: OverlaySpec) -> OverlayStatus:
     return await find(systemd, spec.name)
 
 
-async def remove(systemd: Systemd, name: str) -> OverlaySpec:
+async def remove(systemd: Systemd, name: str, caller_uid: int, force: bool) -> OverlaySpec:
     status = await find(systemd, name)
+    check_owner(status, caller_uid, force, "remove")
     problems = await teardown(systemd, status.spec)
     if problems:
         raise OperationFailed(f"cannot remove overlay {name!r}: " + "; ".join(problems))
     return status.spec
 
 
-async def reset(systemd: Systemd, name: str) -> OverlayStatus:
+async def reset(systemd: Systemd, name: str, caller_uid: int, force: bool) -> OverlayStatus:
     """Throw away what was written to NAME since apply, keep its applied content.
 
     If the overlay cannot be mounted again, its area stays held (and listed
     as failed) so that nothing applied is lost: reset again, or remove it.
     """
     status = await find(systemd, name)
+    check_owner(status, caller_uid, force, "reset")
     spec = status.spec
     if spec.read_only:
         return status  # nothing can have been written

@@ -9,7 +9,6 @@ survive `daemon-reload` and `daemon-reexec`.
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Literal
 from urllib.parse import quote, unquote
 
@@ -22,7 +21,6 @@ METADATA_PREFIX = "x-sdoverlay."
 # a package or two in an unlocked /usr without letting one overlay take the
 # machine's memory (tmpfs' own default is half).
 DEFAULT_SIZE = "25%"
-SIZE_PATTERN = re.compile(r"[1-9][0-9]*[kKmMgG]?|[1-9][0-9]?%|100%")
 
 OverlayKind = Literal["mount", "service"]
 
@@ -44,6 +42,11 @@ class OverlaySpec:
     kind: OverlayKind
     # umount(8) must not run from the overlay it removes, or it holds it busy.
     lazy_unmount: bool
+    session: str = ""  # the owner's logind session at apply time, if any
+    # How SOURCE was copied in (issue: safe by construction).
+    keep_ownership: bool = False
+    allow_setuid: bool = False
+    allow_world_writable: bool = False
 
     @property
     def area(self) -> str:
@@ -103,10 +106,14 @@ class OverlaySpec:
             "source": self.source if self.source is not None else "",
             "owner-uid": str(self.owner_uid),
             "created": self.created_at,
-            "read-only": "yes" if self.read_only else "no",
+            "read-only": _yes_no(self.read_only),
             "kind": self.kind,
-            "lazy-unmount": "yes" if self.lazy_unmount else "no",
+            "lazy-unmount": _yes_no(self.lazy_unmount),
             "size": self.size,
+            "session": self.session,
+            "keep-ownership": _yes_no(self.keep_ownership),
+            "allow-setuid": _yes_no(self.allow_setuid),
+            "allow-world-writable": _yes_no(self.allow_world_writable),
         }
 
     @property
@@ -119,6 +126,10 @@ class OverlaySpec:
             for key, value in self.metadata().items()
         ]
         return ",".join(options)
+
+
+def _yes_no(value: bool) -> str:
+    return "yes" if value else "no"
 
 
 def parse_metadata(options: str) -> dict[str, str]:
@@ -144,6 +155,10 @@ def spec_from_metadata(found: dict[str, str]) -> OverlaySpec | None:
             created_at=found["created"],
             kind="service" if found["kind"] == "service" else "mount",
             lazy_unmount=found["lazy-unmount"] == "yes",
+            session=found.get("session", ""),
+            keep_ownership=found.get("keep-ownership") == "yes",
+            allow_setuid=found.get("allow-setuid") == "yes",
+            allow_world_writable=found.get("allow-world-writable") == "yes",
         )
     except (KeyError, ValueError):
         return None

@@ -10,6 +10,8 @@ import shlex
 
 from dbus_next import Variant
 
+from sdoverlay.ini import parse
+
 # D-Bus signature of each property, as in systemd's src/core/dbus-unit.c,
 # dbus-mount.c and dbus-execute.c.
 PROPERTY_SIGNATURES: dict[str, str] = {
@@ -33,24 +35,6 @@ PROPERTY_SIGNATURES: dict[str, str] = {
     "ExecStart": "a(sasb)",
     "ExecStop": "a(sasb)",
 }
-
-
-def parse(text: str) -> list[tuple[str, str, str]]:
-    """(section, key, value) for each assignment, in file order."""
-    entries = []
-    section = ""
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line[0] in "#;":
-            continue
-        if line.startswith("[") and line.endswith("]"):
-            section = line[1:-1]
-            continue
-        key, sep, value = line.partition("=")
-        if not sep:
-            raise ValueError(f"not an assignment: {line!r}")
-        entries.append((section, key.strip(), value.strip()))
-    return entries
 
 
 def _unescape_specifiers(value: str) -> str:

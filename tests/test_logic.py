@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
 from dbus_next import Variant
 
-from sdoverlay import mountinfo, paths, unitfile, units, unmounter
-from sdoverlay.spec import SIZE_PATTERN, OverlaySpec, parse_metadata, spec_from_metadata
+from sdoverlay import config, identity, mountinfo, paths, sizes, unitfile, units, unmounter, validate
+from sdoverlay.errors import InvalidInput
+from sdoverlay.sizes import SIZE_PATTERN
+from sdoverlay.spec import OverlaySpec, parse_metadata, spec_from_metadata
 
 
 def make_spec(**overrides) -> OverlaySpec:
@@ -153,3 +156,65 @@ def test_lazy_unmount_when_target_covers_umount_or_its_libraries() -> None:
     libmount_dir = next(p for p in files if "libmount" in p).rsplit("/", 1)[0]
     assert unmounter.needs_lazy_unmount(libmount_dir, files)
     assert not unmounter.needs_lazy_unmount("/usr/share/doc", files)
+
+
+def test_scan_counts_what_tmpfs_will_take(tmp_path) -> None:
+    (tmp_path / "one").write_bytes(b"x")  # one page
+    (tmp_path / "two").write_bytes(b"y" * 4097)  # two pages
+    os.link(tmp_path / "two", tmp_path / "two-again")  # the same inode: counted once
+    os.symlink("short", tmp_path / "short-link")  # kept in the inode
+    os.symlink("l" * 200, tmp_path / "long-link")  # a page of its own
+    (tmp_path / "dir").mkdir()
+    found = validate.scan(str(tmp_path))
+    assert found.bytes_needed == 4 * 4096
+    assert not (found.special or found.privileged or found.world_writable or found.unreadable)
+
+
+def test_scan_finds_what_must_be_refused(tmp_path) -> None:
+    suid = tmp_path / "suid"
+    suid.write_text("x")
+    suid.chmod(0o4755)
+    open_dir = tmp_path / "open"
+    open_dir.mkdir()
+    open_dir.chmod(0o777)
+    os.mkfifo(tmp_path / "fifo")
+    os.symlink("/etc/shadow", tmp_path / "outside")  # a link is never followed
+    found = validate.scan(str(tmp_path))
+    assert found.privileged == [str(suid)]
+    assert found.world_writable == [str(open_dir)]
+    assert found.special == [str(tmp_path / "fifo")]
+    with pytest.raises(InvalidInput, match="device nodes, FIFOs or sockets"):
+        validate.content(found, "source x", allow_setuid=True, allow_world_writable=True)
+
+
+def test_session_from_cgroup_needs_a_known_session() -> None:
+    assert identity.session_id("0::/system.slice/foo.service\n") == ""
+    # A session scope logind does not know (none here) is not reported.
+    assert identity.session_id("0::/user.slice/user-1000.slice/session-999999.scope\n") == ""
+
+
+def test_config_layering(tmp_path, monkeypatch) -> None:
+    etc, lib = tmp_path / "etc", tmp_path / "lib"
+    for base in (etc, lib):
+        (base / "sdoverlay.conf.d").mkdir(parents=True)
+    (lib / "sdoverlay.conf").write_text("[Overlays]\nAllowedRoots=/opt\n")
+    (lib / "sdoverlay.conf.d" / "10-vendor.conf").write_text("[Overlays]\nMaxOverlaysPerOwner=3\n")
+    (lib / "sdoverlay.conf.d" / "20-masked.conf").write_text("[Overlays]\nMaxBytesPerOwner=1G\n")
+    (etc / "sdoverlay.conf.d" / "20-masked.conf").symlink_to("/dev/null")
+    (etc / "sdoverlay.conf.d" / "30-admin.conf").write_text("[Overlays]\nAllowedRoots=/usr\n")
+    monkeypatch.setattr(config, "CONFIG_DIRS", [str(etc), str(lib)])
+    loaded = config.load()
+    assert loaded.allowed_roots == ("/opt", "/usr")
+    assert loaded.max_overlays_per_owner == 3
+    assert loaded.max_bytes_per_owner is None  # the vendor file is masked
+    (etc / "sdoverlay.conf.d" / "40-reset.conf").write_text("[Overlays]\nAllowedRoots=\nAllowedRoots=/srv\n")
+    assert config.load().allowed_roots == ("/srv",)
+    (etc / "sdoverlay.conf.d" / "50-bad.conf").write_text("[Overlays]\nAllowedRoots=relative\n")
+    with pytest.raises(InvalidInput, match="'relative' is not a plain absolute path"):
+        config.load()
+
+
+def test_tmpfs_size_bytes() -> None:
+    assert sizes.tmpfs_size_bytes("1M") == 1048576
+    assert sizes.tmpfs_size_bytes("10k") == 12288  # rounded up to pages
+    assert sizes.tmpfs_size_bytes("100%") == sizes.mem_total_bytes() // 4096 * 4096

@@ -1,0 +1,91 @@
+"""The audit trail: one structured journal entry per apply, reset, remove, refusal or failure.
+
+Each event kind has a fixed MESSAGE_ID (see systemd/sdoverlay.catalog), so
+`journalctl MESSAGE_ID=...` finds them; `sdoverlay log` reads them back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import sys
+
+from systemd import journal
+
+MESSAGE_IDS = {
+    "applied": "3a8a135b4a5b4f5792bf7d6eaac70816",
+    "reset": "325a79d6fdb24b88957c8bede9aebdfe",
+    "removed": "e598ce37a4aa410fa7f84686973e347e",
+    "refused": "b42aafb602eb45ada0e64f18c0956bc0",
+    "failed": "d2bd8852215f47e5be59034077be1d0f",
+}
+_EVENTS_BY_ID = {message_id: event for event, message_id in MESSAGE_IDS.items()}
+_PRIORITY = {"applied": journal.LOG_NOTICE, "reset": journal.LOG_NOTICE, "removed": journal.LOG_NOTICE,
+             "refused": journal.LOG_WARNING, "failed": journal.LOG_ERR}
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    event: str  # a key of MESSAGE_IDS
+    verb: str  # the command that caused it: apply, unlock, reset, remove
+    name: str
+    target: str
+    source: str
+    owner_uid: int
+    session: str
+    result: str  # "ok", or the one-line reason
+
+
+def record(event: Event) -> None:
+    """Write EVENT to the journal; a journal that cannot be reached is said on stderr."""
+    summary = f"sdoverlay {event.verb} {event.name or '-'}"
+    message = f"{summary}: {event.event}" if event.result == "ok" else f"{summary}: {event.event}: {event.result}"
+    try:
+        journal.send(
+            message,
+            MESSAGE_ID=MESSAGE_IDS[event.event],
+            PRIORITY=str(_PRIORITY[event.event]),
+            SYSLOG_IDENTIFIER="sdoverlay",
+            SDOVERLAY_EVENT=event.event,
+            SDOVERLAY_VERB=event.verb,
+            SDOVERLAY_NAME=event.name,
+            SDOVERLAY_TARGET=event.target,
+            SDOVERLAY_SOURCE=event.source,
+            SDOVERLAY_OWNER_UID=str(event.owner_uid),
+            SDOVERLAY_SESSION=event.session,
+            SDOVERLAY_RESULT=event.result,
+        )
+    except OSError as error:
+        print(f"sdoverlay: warning: cannot write the audit entry to the journal: {error}", file=sys.stderr)
+
+
+def read(name: str | None = None) -> list[dict[str, object]]:
+    """The audit history, oldest first, optionally of one overlay name."""
+    reader = journal.Reader()
+    for message_id in MESSAGE_IDS.values():
+        reader.add_match(MESSAGE_ID=message_id)  # same field: any of them
+    if name is not None:
+        reader.add_match(SDOVERLAY_NAME=name)  # another field: and
+    history = []
+    for entry in reader:
+        timestamp = entry["__REALTIME_TIMESTAMP"].astimezone(datetime.timezone.utc)
+        history.append({
+            "time": timestamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "event": _EVENTS_BY_ID.get(str(entry.get("MESSAGE_ID", "")).replace("-", ""), "unknown"),
+            "verb": entry.get("SDOVERLAY_VERB", ""),
+            "name": entry.get("SDOVERLAY_NAME", ""),
+            "target": entry.get("SDOVERLAY_TARGET", ""),
+            "source": entry.get("SDOVERLAY_SOURCE", ""),
+            "owner_uid": _int_or_none(entry.get("SDOVERLAY_OWNER_UID")),
+            "session": entry.get("SDOVERLAY_SESSION", ""),
+            "result": entry.get("SDOVERLAY_RESULT", ""),
+            "caller_uid": entry.get("_UID"),
+        })
+    return history
+
+
+def _int_or_none(value: object) -> int | None:
+    try:
+        return int(str(value))
+    except ValueError:
+        return None

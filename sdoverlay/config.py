@@ -1,0 +1,86 @@
+"""sdoverlay.conf: where overlays may go and how much each owner may have.
+
+Read as systemd reads its own configuration: /etc/sdoverlay/sdoverlay.conf
+(or the first of the same file in /run, /usr/local/lib, /usr/lib), then the
+drop-ins sdoverlay.conf.d/*.conf from all four, sorted by file name, the
+first dir winning for a name. Later assignments override earlier ones; for
+the list AllowedRoots= an empty assignment resets it.
+
+    [Overlays]
+    AllowedRoots=/usr
+    MaxOverlaysPerOwner=infinity
+    MaxBytesPerOwner=infinity
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from sdoverlay import ini, paths, sizes
+from sdoverlay.errors import InvalidInput
+
+CONFIG_DIRS = ["/etc/sdoverlay", "/run/sdoverlay", "/usr/local/lib/sdoverlay", "/usr/lib/sdoverlay"]
+SECTION = "Overlays"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    allowed_roots: tuple[str, ...] = ("/usr",)
+    max_overlays_per_owner: int | None = None  # None: no limit
+    max_bytes_per_owner: int | None = None
+
+
+def config_files() -> list[str]:
+    main = next(
+        (f"{d}/sdoverlay.conf" for d in CONFIG_DIRS if os.path.isfile(f"{d}/sdoverlay.conf")), None
+    )
+    dropins = ini.layered_files([f"{d}/sdoverlay.conf.d" for d in CONFIG_DIRS], ".conf")
+    return ([main] if main and not ini.is_masked(main) else []) + dropins
+
+
+def _count_limit(value: str, where: str) -> int | None:
+    if value in ("", "infinity"):
+        return None
+    if not value.isdigit():
+        raise InvalidInput(f"invalid configuration {where}: {value!r} is not a number or 'infinity'")
+    return int(value)
+
+
+def _bytes_limit(value: str, where: str) -> int | None:
+    if value in ("", "infinity"):
+        return None
+    try:
+        return sizes.parse_bytes(value)
+    except ValueError:
+        raise InvalidInput(f"invalid configuration {where}: {value!r} is not a size or 'infinity'") from None
+
+
+def load() -> Config:
+    roots: list[str] | None = None  # None: the default; the first assignment replaces it
+    max_overlays: int | None = None
+    max_bytes: int | None = None
+    for path in config_files():
+        try:
+            with open(path, encoding="utf-8") as file:
+                entries = ini.parse(file.read())
+        except (OSError, UnicodeDecodeError, ValueError) as error:
+            raise InvalidInput(f"invalid configuration {path}: {error}") from error
+        for section, key, value in entries:
+            where = f"{path}: {key}="
+            if section != SECTION:
+                raise InvalidInput(f"invalid configuration {path}: unknown section [{section}]")
+            if key == "AllowedRoots":
+                if roots is None or not value:
+                    roots = []
+                for root in value.split():
+                    if not root.startswith("/") or paths.check_path_chars(root) or ".." in root.split("/"):
+                        raise InvalidInput(f"invalid configuration {where}: {root!r} is not a plain absolute path")
+                    roots.append(os.path.normpath(root))
+            elif key == "MaxOverlaysPerOwner":
+                max_overlays = _count_limit(value, where)
+            elif key == "MaxBytesPerOwner":
+                max_bytes = _bytes_limit(value, where)
+            else:
+                raise InvalidInput(f"invalid configuration {path}: unknown key {key}=")
+    return Config(tuple(roots) if roots is not None else Config.allowed_roots, max_overlays, max_bytes)

@@ -1,0 +1,37 @@
+"""Byte sizes: tmpfs size= specs (--size) and limits in sdoverlay.conf."""
+
+from __future__ import annotations
+
+import re
+
+# What tmpfs' size= accepts and sdoverlay passes on: bytes with an optional
+# k/M/G suffix (powers of 1024), or a percentage of RAM.
+SIZE_PATTERN = re.compile(r"[1-9][0-9]*[kKmMgG]?|[1-9][0-9]?%|100%")
+_BYTES_PATTERN = re.compile(r"([0-9]+)([KMGT]?)", re.IGNORECASE)
+_FACTORS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+PAGE = 4096
+
+
+def parse_bytes(value: str) -> int:
+    """'512M' -> 536870912. Raises ValueError."""
+    match = _BYTES_PATTERN.fullmatch(value.strip())
+    if not match:
+        raise ValueError(f"not a size: {value!r}")
+    return int(match.group(1)) * _FACTORS[match.group(2).upper()]
+
+
+def mem_total_bytes() -> int:
+    with open("/proc/meminfo", encoding="ascii") as file:
+        for line in file:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    raise OSError("no MemTotal in /proc/meminfo")
+
+
+def tmpfs_size_bytes(spec: str) -> int:
+    """The byte limit tmpfs will enforce for size=SPEC, rounded up to pages as tmpfs does."""
+    if spec.endswith("%"):
+        total = mem_total_bytes() * int(spec[:-1]) // 100
+    else:
+        total = parse_bytes(spec)
+    return -(-total // PAGE) * PAGE

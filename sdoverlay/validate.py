@@ -1,0 +1,160 @@
+"""Every check a request must pass before anything is created.
+
+Each failed check raises an SdoverlayError with one line that names the
+path and the rule; the CLI records it in the audit trail.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import stat
+
+from sdoverlay import paths
+from sdoverlay.sizes import PAGE
+from sdoverlay.errors import InvalidInput, NotFound
+
+PATH_MAX = 4096  # including the terminating NUL
+UNIT_NAME_MAX = 255
+CAPABILITY_XATTR = "security.capability"
+SHORT_SYMLINK_LEN = 128  # mm/shmem.c: longer symlink targets take a page
+_SHOWN = 3  # paths named in a message before "and N more"
+
+
+def _has_control_chars(text: str) -> bool:
+    return any(not char.isprintable() for char in text)
+
+
+def name(value: str) -> str:
+    reason = paths.check_name(value)
+    if reason:
+        raise InvalidInput(f"invalid overlay name {value!r}: {reason}")
+    return value
+
+
+def target(raw: str, allowed_roots: tuple[str, ...]) -> str:
+    """The canonical TARGET: absolute, no '..', symlinks resolved, an existing
+    directory at or under an allowed root, usable in mount options."""
+    if not raw:
+        raise InvalidInput("target is empty")
+    if _has_control_chars(raw):
+        raise InvalidInput(f"target {raw!r} contains control characters")
+    if len(raw.encode()) >= PATH_MAX:
+        raise InvalidInput(f"target is longer than {PATH_MAX - 1} bytes")
+    if not raw.startswith("/"):
+        raise InvalidInput(f"target {raw!r} is not an absolute path")
+    if ".." in raw.split("/"):
+        raise InvalidInput(f"target {raw!r} contains '..'; give the path itself")
+    resolved = os.path.realpath(raw)
+    if not os.path.lexists(raw) or not os.path.exists(resolved):
+        raise NotFound(f"target {raw} does not exist")
+    if not os.path.isdir(resolved):
+        raise InvalidInput(f"target {raw} is not a directory")
+    shown = raw if resolved == os.path.normpath(raw) else f"{raw} (resolves to {resolved})"
+    if not any(paths.is_within(resolved, root) for root in allowed_roots):
+        raise InvalidInput(f"target {shown} is not at or under an allowed root ({' '.join(allowed_roots)})")
+    reason = paths.check_path_chars(resolved)
+    if reason:
+        raise InvalidInput(f"target {shown} {reason}")
+    if len(paths.mount_unit_name(resolved)) > UNIT_NAME_MAX:
+        raise InvalidInput(f"target {shown} is too long for a systemd unit name")
+    return resolved
+
+
+def source(raw: str) -> str:
+    """The canonical SOURCE: it exists, resolves, and can be read."""
+    if not raw:
+        raise InvalidInput("source is empty")
+    if _has_control_chars(raw):
+        raise InvalidInput(f"source {raw!r} contains control characters")
+    if len(raw.encode()) >= PATH_MAX:
+        raise InvalidInput(f"source is longer than {PATH_MAX - 1} bytes")
+    if not os.path.lexists(raw):
+        raise NotFound(f"source {raw} does not exist")
+    try:
+        os.stat(raw)
+    except OSError as error:
+        raise InvalidInput(f"source {raw} cannot be resolved: {error.strerror}") from error
+    resolved = os.path.realpath(raw)
+    needed = os.R_OK | (os.X_OK if os.path.isdir(resolved) else 0)
+    if not os.access(resolved, needed):
+        raise InvalidInput(f"source {raw} is not readable")
+    return resolved
+
+
+@dataclasses.dataclass
+class Scan:
+    """What a tree holds, as far as the checks on content are concerned."""
+
+    bytes_needed: int = 0  # what the copy takes in tmpfs: file data in pages, hard links once
+    special: list[str] = dataclasses.field(default_factory=list)  # devices, FIFOs, sockets
+    privileged: list[str] = dataclasses.field(default_factory=list)  # setuid, setgid, file capabilities
+    world_writable: list[str] = dataclasses.field(default_factory=list)
+    unreadable: list[str] = dataclasses.field(default_factory=list)
+
+
+def scan(root: str) -> Scan:
+    """Walk ROOT without following symlinks (so neither loops nor links that
+    point outside ROOT are ever read: they are copied as links)."""
+    result = Scan()
+    seen: set[tuple[int, int]] = set()
+    pending = [root]
+    while pending:
+        path = pending.pop()
+        info = os.lstat(path)
+        mode = info.st_mode
+        if stat.S_ISLNK(mode):
+            # tmpfs keeps a target of 128 bytes or more (with its NUL) in a page of its own.
+            if len(os.readlink(path)) + 1 > SHORT_SYMLINK_LEN:
+                result.bytes_needed += PAGE
+            continue
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+            result.special.append(path)
+            continue
+        if mode & stat.S_IWOTH:
+            result.world_writable.append(path)
+        if stat.S_ISDIR(mode):
+            try:
+                pending.extend(sorted((entry.path for entry in os.scandir(path)), reverse=True))
+            except PermissionError:
+                result.unreadable.append(path)
+            continue
+        if not os.access(path, os.R_OK):
+            result.unreadable.append(path)
+        if mode & (stat.S_ISUID | stat.S_ISGID) or _has_capabilities(path):
+            result.privileged.append(path)
+        if (info.st_dev, info.st_ino) not in seen:
+            seen.add((info.st_dev, info.st_ino))
+            result.bytes_needed += -(-info.st_size // PAGE) * PAGE
+    return result
+
+
+def _has_capabilities(path: str) -> bool:
+    try:
+        os.getxattr(path, CAPABILITY_XATTR, follow_symlinks=False)
+    except OSError:
+        return False
+    return True
+
+
+def _listed(found: list[str]) -> str:
+    text = ", ".join(found[:_SHOWN])
+    return text + (f" and {len(found) - _SHOWN} more" if len(found) > _SHOWN else "")
+
+
+def content(found: Scan, what: str, allow_setuid: bool, allow_world_writable: bool) -> None:
+    """Refuse content that would carry devices or privileges into /usr unasked."""
+    if found.unreadable:
+        raise InvalidInput(f"{what} has entries that cannot be read: {_listed(found.unreadable)}")
+    if found.special:
+        raise InvalidInput(f"{what} has device nodes, FIFOs or sockets, which an overlay must not carry: {_listed(found.special)}")
+    if found.privileged and not allow_setuid:
+        raise InvalidInput(
+            f"{what} has setuid/setgid files or file capabilities: {_listed(found.privileged)}; "
+            "pass --allow-setuid to install them, owned by root"
+        )
+    if found.world_writable and not allow_world_writable:
+        raise InvalidInput(
+            f"{what} has world-writable entries: {_listed(found.world_writable)}; "
+            "pass --allow-world-writable to keep those modes"
+        )
