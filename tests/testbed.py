@@ -59,12 +59,10 @@ class Container:
     def _wait_for_boot(self) -> None:
         assert self._nspawn is not None
         deadline = time.monotonic() + self.boot_timeout
-        children = Path(f"/proc/{self._nspawn.pid}/task/{self._nspawn.pid}/children")
         while not self.pid:
             if self._nspawn.poll() is not None or time.monotonic() > deadline:
                 raise BootFailed(f"systemd-nspawn did not start a container: {self.log()}")
-            text = children.read_text().split() if children.exists() else []
-            self.pid = int(text[0]) if text else 0
+            self.pid = self._container_init()
             time.sleep(0.02)
         state = ""
         while time.monotonic() < deadline:
@@ -77,6 +75,26 @@ class Container:
                 return
             time.sleep(0.1)
         raise BootFailed(f"container did not finish booting (state {state!r}): {self.log()}")
+
+    def _container_init(self) -> int:
+        """The container's PID 1: the child of nspawn that runs systemd.
+
+        nspawn's first child is a short-lived helper that forks the real init
+        (still named systemd-nspawn until it execs systemd): taking it would
+        make every later nsenter fail."""
+        assert self._nspawn is not None
+        children = Path(f"/proc/{self._nspawn.pid}/task/{self._nspawn.pid}/children")
+        try:
+            pids = [int(pid) for pid in children.read_text().split()]
+        except OSError:
+            return 0
+        for pid in pids:
+            try:
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "systemd":
+                    return pid
+            except OSError:
+                continue
+        return 0
 
     def log(self) -> str:
         self._log.seek(0)
