@@ -25,40 +25,47 @@ def _like_target(path: str, target_stat: os.stat_result) -> None:
 
 
 def populate(spec: OverlaySpec) -> None:
-    """Create the layer dirs in the mounted area and copy SOURCE in."""
+    """Fill SPEC's area: copy SOURCE in, unless done already, and create
+    missing upper and work dirs. Run by the overlay's content unit, at
+    apply, at boot, and again after a reset (which keeps the content)."""
     target_stat = os.stat(spec.target)
-    if spec.source is not None:
-        os.mkdir(spec.content_dir, 0o700)
-        _copy(spec.source, spec.content_dir)
+    if spec.source is not None and not os.path.isdir(spec.content_dir):
+        # Copied beside, renamed into place when complete: a content dir that
+        # exists is always whole.
+        partial = spec.content_dir + ".partial"
+        if os.path.lexists(partial):
+            shutil.rmtree(partial)
+        os.mkdir(partial, 0o700)
+        _copy(spec.source, partial)
         # Checked again on the copy, which only root can change: SOURCE may
         # have changed since it was checked (and a FIFO is copied, not read).
         validate.content(
-            validate.scan(spec.content_dir), f"the copy of {spec.source}",
-            spec.allow_setuid, spec.allow_world_writable,
+            validate.scan(partial), f"the copy of {spec.source}", spec.allow_setuid, spec.allow_world_writable
         )
         if not spec.keep_ownership:
-            _own_by_root(spec.content_dir)
-        _like_target(spec.content_dir, target_stat)
+            _own_by_root(partial)
+        _like_target(partial, target_stat)
+        os.rename(partial, spec.content_dir)
     if not spec.read_only:
-        _make_writable_layers(spec, target_stat)
+        if spec.persistent:
+            os.makedirs(spec.persistent_dir, 0o700, exist_ok=True)
+        if not os.path.isdir(spec.upper_dir):
+            os.mkdir(spec.upper_dir, 0o700)
+            _like_target(spec.upper_dir, target_stat)
+        if not os.path.isdir(spec.work_dir):
+            os.mkdir(spec.work_dir, 0o700)
 
 
-def _make_writable_layers(spec: OverlaySpec, target_stat: os.stat_result) -> None:
-    os.mkdir(spec.upper_dir, 0o700)
-    _like_target(spec.upper_dir, target_stat)
-    os.mkdir(spec.work_dir, 0o700)
-
-
-def recreate_writable_layers(spec: OverlaySpec) -> None:
-    """Fresh, empty upper and work dirs (new inodes) for a reset.
+def remove_writable_layers(spec: OverlaySpec) -> None:
+    """Drop the upper and work dirs (a reset); the content unit makes new ones.
 
     New dirs rather than emptied ones: after a lazy unmount the detached
     overlay may still hold the old ones, and overlayfs warns about (and with
     index=on refuses) an upper or work dir in use by another mount.
     """
     for path in (spec.upper_dir, spec.work_dir):
-        shutil.rmtree(path, ignore_errors=False)
-    _make_writable_layers(spec, os.stat(spec.target))
+        if os.path.lexists(path):
+            shutil.rmtree(path)
 
 
 def _own_by_root(root: str) -> None:

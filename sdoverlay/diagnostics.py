@@ -17,7 +17,7 @@ from systemd import journal
 _SYSLOG_ACTION_READ_ALL = 3
 _SYSLOG_ACTION_SIZE_BUFFER = 10
 _KMSG_LINE = re.compile(r"<\d+>\[\s*(\d+\.\d+)\]\s(.*)")
-_MOUNT_TOOLS = {"mount", "umount", "cp"}
+_MOUNT_TOOLS = {"mount", "umount", "sdoverlay-populate"}
 
 
 def kernel_overlay_messages(since_monotonic: float) -> list[str]:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from sdoverlay import content, diagnostics, mountinfo, paths, sizes, spec as spec_module, unitfile, units, unmounter
@@ -206,6 +208,15 @@ async def _stop(systemd: Systemd, unit: str, mode: str = "replace") -> str | Non
     return await _explain(systemd, unit, result, since_realtime, since_monotonic)
 
 
+async def _explain_failed(systemd: Systemd, unit_names: list[str], job_result: str, since: tuple[float, float]) -> str:
+    """Explain the first of UNIT_NAMES that failed (a dependency's failure
+    makes the last job fail with result 'dependency')."""
+    for unit in unit_names:
+        if await _active_state(systemd, unit) == "failed":
+            return await _explain(systemd, unit, job_result, *since)
+    return await _explain(systemd, unit_names[-1], job_result, *since)
+
+
 async def teardown(systemd: Systemd, spec: OverlaySpec) -> list[str]:
     """Unmount the overlay, then its area; remove the area dir. Returns problems.
 
@@ -218,12 +229,12 @@ async def teardown(systemd: Systemd, spec: OverlaySpec) -> list[str]:
     if failure is not None:
         return [failure]
     problems = []
-    for unit in (spec.hold_unit, spec.area_unit):
+    for unit in (spec.hold_unit, spec.content_unit, spec.area_unit):
         failure = await _stop(systemd, unit)
         if failure is not None:
             problems.append(failure)
     # A failed unit stays loaded and blocks its name for the next apply.
-    for unit in (spec.overlay_unit, spec.hold_unit, spec.area_unit):
+    for unit in (spec.overlay_unit, spec.hold_unit, spec.content_unit, spec.area_unit):
         if await _active_state(systemd, unit) == "failed":
             await systemd.reset_failed_unit(unit)
     if mountinfo.is_mount_point(spec.area, mountinfo.read()):
@@ -233,25 +244,79 @@ async def teardown(systemd: Systemd, spec: OverlaySpec) -> list[str]:
     return problems
 
 
-async def _start_hold(systemd: Systemd, spec: OverlaySpec, create_area: bool) -> str | None:
-    """Start the unit that keeps SPEC's area mounted while its overlay is down.
+async def apply(systemd: Systemd, spec: OverlaySpec) -> OverlayStatus:
+    """Create SPEC's units and start its overlay; on any failure undo it all.
 
-    The area is StopWhenUnneeded=; the hold is what needs it meanwhile. If
-    the D-Bus call itself is refused (permission, conflict), nothing was
-    created and the error is raised. If the job fails, the units exist, and
-    the reason is returned for the caller to tear down and report.
+    One StartTransientUnit call creates all three units; starting the
+    overlay pulls in the area (BindsTo=) and the content unit (Requires=),
+    which fills the area before the overlay is mounted.
+    """
+    area, content_unit, overlay = units.render(spec)
+    since = time.time(), time.monotonic()
+    # If this call is refused (permission, conflict), nothing was created.
+    result = await systemd.start_transient_unit(
+        overlay.name,
+        unitfile.to_properties(overlay.text),
+        [(unit.name, unitfile.to_properties(unit.text)) for unit in (area, content_unit)],
+    )
+    if result != "done":
+        # A failed unit stays loaded and blocks the name: undo everything.
+        error = OperationFailed(await _explain_failed(systemd, spec.units, result, since))
+        problems = await teardown(systemd, spec)
+        if problems:
+            error.message += "; rollback incomplete: " + "; ".join(problems)
+        raise error
+    return await find(systemd, spec.name)
+
+
+async def start_existing(systemd: Systemd, spec: OverlaySpec) -> OverlayStatus:
+    """Start the overlay of SPEC whose units exist already (generated from a drop-in)."""
+    since = time.time(), time.monotonic()
+    result = await systemd.start_unit(spec.overlay_unit)
+    if result != "done":
+        error = OperationFailed(await _explain_failed(systemd, spec.units, result, since))
+        await teardown(systemd, spec)
+        raise error
+    return await find(systemd, spec.name)
+
+
+@contextlib.asynccontextmanager
+async def overlay_down(systemd: Systemd, spec: OverlaySpec, verb: str) -> AsyncIterator[None]:
+    """Unmount SPEC's overlay while keeping its area (and so its content).
+
+    A hold unit binds the area meanwhile (it is StopWhenUnneeded=). On
+    success the overlay is mounted again afterwards; the content unit
+    re-creates missing upper and work dirs, and keeps the filled content.
+    If the overlay cannot be unmounted (busy), nothing changes. If it cannot
+    be mounted again, the hold stays so that nothing applied is lost.
     """
     hold = units.render_hold(spec)
-    aux = []
-    if create_area:
-        area, _ = units.render(spec)
-        aux.append((area.name, unitfile.to_properties(area.text)))
     since = time.time(), time.monotonic()
-    result = await systemd.start_transient_unit(hold.name, unitfile.to_properties(hold.text), aux)
-    if result == "done":
-        return None
-    failed = spec.area_unit if await _active_state(systemd, spec.area_unit) == "failed" else hold.name
-    return await _explain(systemd, failed, result, *since)
+    result = await systemd.start_transient_unit(hold.name, unitfile.to_properties(hold.text))
+    try:
+        if result != "done":
+            raise OperationFailed(await _explain(systemd, hold.name, result, *since))
+        # ignore-dependencies: units that use the target are not stopped
+        # behind the user's back; if they hold it busy, this says so.
+        await _run(systemd, spec.overlay_unit, systemd.stop_unit(spec.overlay_unit, "ignore-dependencies"))
+        if _our_overlay_mounted(spec):
+            raise OperationFailed(f"{spec.target} is still mounted")
+    except SdoverlayError as error:
+        await _release_hold(systemd, spec)  # the overlay is still up and binds its area
+        raise OperationFailed(f"cannot {verb} overlay {spec.name!r}: {error.message}") from error
+    try:
+        yield
+        since = time.time(), time.monotonic()
+        result = await systemd.start_unit(spec.overlay_unit)
+        if result != "done":
+            raise OperationFailed(await _explain_failed(systemd, spec.units, result, since))
+    except OSError as error:
+        raise OperationFailed(
+            f"cannot {verb} overlay {spec.name!r}: {error.strerror}: {error.filename}; its area is kept"
+        ) from error
+    except SdoverlayError as error:
+        raise OperationFailed(f"cannot {verb} overlay {spec.name!r}: {error.message}; its area is kept") from error
+    await _release_hold(systemd, spec)
 
 
 async def _release_hold(systemd: Systemd, spec: OverlaySpec) -> None:
@@ -260,32 +325,6 @@ async def _release_hold(systemd: Systemd, spec: OverlaySpec) -> None:
         await systemd.reset_failed_unit(spec.hold_unit)
     if failure is not None:
         raise OperationFailed(failure)
-
-
-async def apply(systemd: Systemd, spec: OverlaySpec) -> OverlayStatus:
-    """Create SPEC's units, fill its area, mount it; on any failure undo it all."""
-    _, overlay = units.render(spec)
-    hold_failure = await _start_hold(systemd, spec, create_area=True)
-    try:
-        if hold_failure is not None:
-            raise OperationFailed(hold_failure)
-        try:
-            content.populate(spec)
-        except OSError as error:
-            raise OperationFailed(f"cannot prepare {spec.area}: {error.strerror}: {error.filename}") from error
-        await _run(
-            systemd, overlay.name,
-            systemd.start_transient_unit(overlay.name, unitfile.to_properties(overlay.text)),
-        )
-        await _release_hold(systemd, spec)
-    except BaseException as error:
-        # A failed unit stays loaded and blocks the name: every way out but
-        # success undoes everything that was created.
-        problems = await teardown(systemd, spec)
-        if problems and isinstance(error, SdoverlayError):
-            error.message += "; rollback incomplete: " + "; ".join(problems)
-        raise
-    return await find(systemd, spec.name)
 
 
 async def remove(systemd: Systemd, name: str, caller_uid: int, force: bool) -> OverlaySpec:
@@ -298,37 +337,12 @@ async def remove(systemd: Systemd, name: str, caller_uid: int, force: bool) -> O
 
 
 async def reset(systemd: Systemd, name: str, caller_uid: int, force: bool) -> OverlayStatus:
-    """Throw away what was written to NAME since apply, keep its applied content.
-
-    If the overlay cannot be mounted again, its area stays held (and listed
-    as failed) so that nothing applied is lost: reset again, or remove it.
-    """
+    """Throw away what was written to NAME since apply, keep its applied content."""
     status = await find(systemd, name)
     check_owner(status, caller_uid, force, "reset")
     spec = status.spec
     if spec.read_only:
         return status  # nothing can have been written
-    hold_failure = await _start_hold(systemd, spec, create_area=False)
-    if hold_failure is not None:
-        await _release_hold(systemd, spec)
-        raise OperationFailed(f"cannot reset overlay {name!r}: {hold_failure}")
-    try:
-        # ignore-dependencies: units that use the target are not stopped
-        # behind the user's back; if they hold it busy, the reset says so.
-        await _run(systemd, spec.overlay_unit, systemd.stop_unit(spec.overlay_unit, "ignore-dependencies"))
-        if _our_overlay_mounted(spec):
-            raise OperationFailed(f"{spec.target} is still mounted")
-    except SdoverlayError as error:
-        await _release_hold(systemd, spec)  # the overlay is still up and binds its area
-        raise OperationFailed(f"cannot reset overlay {name!r}: {error.message}") from error
-    try:
-        content.recreate_writable_layers(spec)
-        await _run(systemd, spec.overlay_unit, systemd.start_unit(spec.overlay_unit))
-    except OSError as error:
-        raise OperationFailed(
-            f"cannot reset overlay {name!r}: {error.strerror}: {error.filename}; its area is kept"
-        ) from error
-    except SdoverlayError as error:
-        raise OperationFailed(f"cannot reset overlay {name!r}: {error.message}; its area is kept") from error
-    await _release_hold(systemd, spec)
+    async with overlay_down(systemd, spec, "reset"):
+        content.remove_writable_layers(spec)
     return await find(systemd, name)

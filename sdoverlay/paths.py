@@ -10,6 +10,7 @@ import re
 import string
 
 AREA_ROOT = "/run/usroverlay"
+PERSISTENT_ROOT = "/var/lib/sdoverlay"
 
 # Overlay names end up in unit names, in paths under AREA_ROOT and in mount
 # options; this alphabet needs no quoting in any of them.

@@ -47,22 +47,35 @@ class OverlaySpec:
     keep_ownership: bool = False
     allow_setuid: bool = False
     allow_world_writable: bool = False
+    # Persistent: the upper dir lives under /var/lib/sdoverlay/NAME and
+    # survives reboots; the overlay comes back at boot from its drop-in.
+    persistent: bool = False
+    dropin: str = ""  # the drop-in file a generated overlay comes from
 
     @property
     def area(self) -> str:
         return paths.area_dir(self.name)
 
     @property
+    def persistent_dir(self) -> str:
+        return f"{paths.PERSISTENT_ROOT}/{self.name}"
+
+    @property
     def content_dir(self) -> str:
         return f"{self.area}/content"
 
     @property
+    def writable_dir(self) -> str:
+        """Where the upper and work dirs live: the area, or persistent storage."""
+        return self.persistent_dir if self.persistent else self.area
+
+    @property
     def upper_dir(self) -> str:
-        return f"{self.area}/upper"
+        return f"{self.writable_dir}/upper"
 
     @property
     def work_dir(self) -> str:
-        return f"{self.area}/work"
+        return f"{self.writable_dir}/work"
 
     @property
     def area_unit(self) -> str:
@@ -75,12 +88,16 @@ class OverlaySpec:
         return f"usroverlay-{self.name}.service"
 
     @property
+    def content_unit(self) -> str:
+        return f"usroverlay-{self.name}-content.service"
+
+    @property
     def hold_unit(self) -> str:
         return f"usroverlay-{self.name}-hold.service"
 
     @property
     def units(self) -> list[str]:
-        return [self.area_unit, self.overlay_unit]
+        return [self.area_unit, self.content_unit, self.overlay_unit]
 
     @property
     def overlay_options(self) -> str:
@@ -114,18 +131,22 @@ class OverlaySpec:
             "keep-ownership": _yes_no(self.keep_ownership),
             "allow-setuid": _yes_no(self.allow_setuid),
             "allow-world-writable": _yes_no(self.allow_world_writable),
+            "persistent": _yes_no(self.persistent),
+            "dropin": self.dropin,
         }
+
+    @property
+    def metadata_options(self) -> str:
+        """The metadata as x-sdoverlay.KEY=VALUE mount options, values percent-encoded."""
+        return ",".join(
+            f"{METADATA_PREFIX}{key}={quote(value, safe='/:@+~')}" for key, value in self.metadata().items()
+        )
 
     @property
     def area_options(self) -> str:
         # mode=0700: the work dir and upper dir are not for other users to
         # browse; overlayfs reaches them with the mounter's credentials.
-        options = ["mode=0700", f"size={self.size}"]
-        options += [
-            f"{METADATA_PREFIX}{key}={quote(value, safe='/:@+~')}"
-            for key, value in self.metadata().items()
-        ]
-        return ",".join(options)
+        return f"mode=0700,size={self.size},{self.metadata_options}"
 
 
 def _yes_no(value: bool) -> str:
@@ -159,6 +180,8 @@ def spec_from_metadata(found: dict[str, str]) -> OverlaySpec | None:
             keep_ownership=found.get("keep-ownership") == "yes",
             allow_setuid=found.get("allow-setuid") == "yes",
             allow_world_writable=found.get("allow-world-writable") == "yes",
+            persistent=found.get("persistent") == "yes",
+            dropin=found.get("dropin", ""),
         )
     except (KeyError, ValueError):
         return None

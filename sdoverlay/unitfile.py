@@ -32,6 +32,7 @@ PROPERTY_SIGNATURES: dict[str, str] = {
     "Options": "s",
     "LazyUnmount": "b",
     "RemainAfterExit": "b",
+    "SyslogIdentifier": "s",
     "ExecStart": "a(sasb)",
     "ExecStop": "a(sasb)",
 }

@@ -95,7 +95,7 @@ def test_overlay_options() -> None:
 
 
 def test_mount_kind_units_as_properties() -> None:
-    area, overlay = units.render(make_spec(source="/tmp/100%"))
+    area, content_unit, overlay = units.render(make_spec(source="/tmp/100%"))
     assert area.name == "run-usroverlay-demo.mount"
     assert overlay.name == "usr-share-doc.mount"
     area_props = dict(unitfile.to_properties(area.text))
@@ -105,22 +105,49 @@ def test_mount_kind_units_as_properties() -> None:
     # '%' is '%%' in the unit file text and a plain '%' on the bus.
     assert "%%25" in area.text
     assert "x-sdoverlay.source=/tmp/100%25" in area_props["Options"].value
+    assert "SourcePath" not in area_props  # no drop-in: the line is left out
     overlay_props = dict(unitfile.to_properties(overlay.text))
     assert overlay_props["BindsTo"] == Variant("as", ["run-usroverlay-demo.mount"])
-    assert overlay_props["After"] == Variant("as", ["run-usroverlay-demo.mount"])
+    assert overlay_props["Requires"] == Variant("as", ["usroverlay-demo-content.service"])
+    assert overlay_props["After"] == Variant("as", ["run-usroverlay-demo.mount", "usroverlay-demo-content.service"])
     assert overlay_props["LazyUnmount"] == Variant("b", False)
+    content_props = dict(unitfile.to_properties(content_unit.text))
+    (start,) = content_props["ExecStart"].value
+    assert start[1][1:3] == ["-m", "sdoverlay.populate"]
+    # The content unit's program gets the spec back from its argument.
+    assert spec_from_metadata(parse_metadata(start[1][3])) == make_spec(source="/tmp/100%")
+    assert content_props["RequiresMountsFor"] == Variant("as", ["/tmp/100%"])
+    assert content_props["StopWhenUnneeded"] == Variant("b", True)
 
 
 def test_service_kind_units_as_properties() -> None:
-    _, overlay = units.render(make_spec(name="usr", target="/usr", source=None, kind="service", lazy_unmount=True))
+    *_, overlay = units.render(make_spec(name="usr", target="/usr", source=None, kind="service", lazy_unmount=True))
     assert overlay.name == "usroverlay-usr.service"
     props = dict(unitfile.to_properties(overlay.text))
+    assert props["RequiresMountsFor"] == Variant("as", ["/usr"])
     (start,) = props["ExecStart"].value
     assert start[0] == "/usr/bin/mount"
     assert start[1][-1] == "/usr" and start[2] is False
     (stop,) = props["ExecStop"].value
     assert stop[1] == ["/usr/bin/umount", "-l", "/usr"]
     assert props["DefaultDependencies"] == Variant("b", False)
+
+
+def test_persistent_overlay_keeps_its_writes_under_var_lib() -> None:
+    spec = make_spec(persistent=True, dropin="/etc/sdoverlay.d/demo.conf")
+    assert spec.upper_dir == "/var/lib/sdoverlay/demo/upper"
+    assert "upperdir=/var/lib/sdoverlay/demo/upper," in spec.overlay_options
+    area, content_unit, overlay = units.render(spec)
+    assert "SourcePath=/etc/sdoverlay.d/demo.conf" in area.text
+    assert "RequiresMountsFor=/tmp/src /var/lib/sdoverlay/demo" in content_unit.text
+    assert "RequiresMountsFor=/var/lib/sdoverlay/demo" in overlay.text
+
+
+@pytest.mark.parametrize("argument", ["/usr/bin/python3", "/a b/py", 'we"ird', "back\\slash", "50%"])
+def test_exec_quote_round_trips_through_the_unit_parser(argument: str) -> None:
+    text = f"[Service]\nExecStart=/bin/echo {units.exec_quote(argument)}\n"
+    (command,) = dict(unitfile.to_properties(text))["ExecStart"].value
+    assert command[1] == ["/bin/echo", argument]
 
 
 def test_hold_unit_binds_the_area() -> None:

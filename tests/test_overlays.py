@@ -118,7 +118,7 @@ def test_list_json_fields_survive_reload_and_reexec(bed: Container) -> None:
     assert before["read_only"] is False
     assert before["size_limit_bytes"] == 64 * 1024 * 1024
     assert before["state"] == "active"
-    assert before["units"] == ["run-usroverlay-meta.mount", "usr-share-doc.mount"]
+    assert before["units"] == ["run-usroverlay-meta.mount", "usroverlay-meta-content.service", "usr-share-doc.mount"]
     assert before["created_at"].endswith("Z") and before["created_at"][10] == "T"
     text = bed.sdoverlay("list", check=True).stdout
     assert "meta" in text and "/usr/share/doc" in text and "64.0M" in text
@@ -140,7 +140,7 @@ def test_unlock_usr_itself_and_remove(bed: Container) -> None:
     result = bed.sdoverlay("unlock", "--json", check=True)
     entry = json.loads(result.stdout)
     assert entry["name"] == "usr" and entry["target"] == "/usr" and entry["source"] is None
-    assert entry["units"] == ["run-usroverlay-usr.mount", "usroverlay-usr.service"]
+    assert entry["units"] == ["run-usroverlay-usr.mount", "usroverlay-usr-content.service", "usroverlay-usr.service"]
     assert entry["lazy_unmount"] is True
     bed.sh("printf '#!/bin/sh\\necho hotfix\\n' > /usr/bin/sdo-hello; chmod +x /usr/bin/sdo-hello")
     assert bed.run(["sdo-hello"]).stdout == "hotfix\n"
@@ -155,7 +155,7 @@ def test_unlock_usr_itself_and_remove(bed: Container) -> None:
 
 def test_unlock_usr_bin_as_mount_unit(bed: Container) -> None:
     entry = json.loads(bed.sdoverlay("unlock", "/usr/bin", "--name", "bin", "--json", check=True).stdout)
-    assert entry["units"] == ["run-usroverlay-bin.mount", "usr-bin.mount"]
+    assert entry["units"] == ["run-usroverlay-bin.mount", "usroverlay-bin-content.service", "usr-bin.mount"]
     bed.sh("touch /usr/bin/sdo-marker")
     bed.sdoverlay("reset", "bin", check=True)
     assert bed.run(["test", "-e", "/usr/bin/sdo-marker"], check=False).returncode != 0
@@ -278,7 +278,7 @@ def test_busy_target_is_reported_and_overlay_kept(bed: Container) -> None:
     assert "cannot reset overlay 'busy'" in result.stderr and "target is busy" in result.stderr
     assert result.stderr.count("\n") == 1
     assert bed.run(["cat", "/usr/share/doc/written.txt"]).stdout == "kept\n"
-    assert overlay_units(bed) == ["run-usroverlay-busy.mount"]
+    assert overlay_units(bed) == ["run-usroverlay-busy.mount", "usroverlay-busy-content.service"]
     bed.run(["systemctl", "stop", "holder"])
     bed.sdoverlay("reset", "busy", check=True)
     assert bed.run(["test", "-e", "/usr/share/doc/written.txt"], check=False).returncode != 0
