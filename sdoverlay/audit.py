@@ -18,10 +18,11 @@ MESSAGE_IDS = {
     "removed": "e598ce37a4aa410fa7f84686973e347e",
     "refused": "b42aafb602eb45ada0e64f18c0956bc0",
     "failed": "d2bd8852215f47e5be59034077be1d0f",
+    "persisted": "d8199e8f784648fba8e5eaa6ea507fb5",
 }
 _EVENTS_BY_ID = {message_id: event for event, message_id in MESSAGE_IDS.items()}
 _PRIORITY = {"applied": journal.LOG_NOTICE, "reset": journal.LOG_NOTICE, "removed": journal.LOG_NOTICE,
-             "refused": journal.LOG_WARNING, "failed": journal.LOG_ERR}
+             "refused": journal.LOG_WARNING, "failed": journal.LOG_ERR, "persisted": journal.LOG_NOTICE}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -157,6 +157,15 @@ class Systemd:
     async def reset_failed_unit(self, name: str) -> None:
         await self._call_manager("ResetFailedUnit", "s", [name], f"cannot reset {name}")
 
+    async def reload(self) -> None:
+        """daemon-reload: re-run the generators and load units anew; returns when done."""
+        await self._call_manager("Reload", "", [], "cannot reload systemd")
+
+    async def load_state(self, name: str) -> str:
+        """LoadState of unit NAME, loading it if need be ("not-found" when there is no such unit)."""
+        (path,) = await self._call_manager("LoadUnit", "s", [name], f"cannot load {name}")
+        return (await self.unit_properties(path, UNIT))["LoadState"]
+
     async def unit_path(self, name: str) -> str | None:
         """The object path of a loaded unit, or None when systemd has not loaded it."""
         try:

@@ -16,9 +16,9 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from sdoverlay import __version__, audit, config, identity, overlays, paths, sizes, validate
+from sdoverlay import __version__, audit, config, identity, overlays, paths, persistence, sizes, validate
 from sdoverlay.bus import Systemd
-from sdoverlay.errors import ExitCode, InvalidInput, LimitExceeded, SdoverlayError
+from sdoverlay.errors import ExitCode, InvalidInput, LimitExceeded, OperationFailed, SdoverlayError
 from sdoverlay.overlays import OverlayStatus
 from sdoverlay.spec import DEFAULT_SIZE, OverlaySpec
 
@@ -59,7 +59,7 @@ def _execute(verb: str, request: dict[str, Any], operation: Callable[[], T]) -> 
                       owner_uid=result.spec.owner_uid)
     elif isinstance(result, OverlaySpec):
         fields.update(name=result.name, target=result.target, source=result.source or "", owner_uid=result.owner_uid)
-    event = {"apply": "applied", "unlock": "applied", "reset": "reset", "remove": "removed"}[verb]
+    event = {"apply": "applied", "unlock": "applied", "reset": "reset", "remove": "removed", "persist": "persisted"}[verb]
     audit.record(audit.Event(event=event, result="ok", **fields))
     return result
 
@@ -99,7 +99,7 @@ def main() -> None:
         command = error.ctx.command_path if error.ctx else "sdoverlay"
         message = f"{error.format_message()} (see '{command} --help')"
         verb = error.ctx.info_name if error.ctx and error.ctx.parent else ""
-        if verb in ("apply", "unlock", "reset", "remove"):
+        if verb in ("apply", "unlock", "reset", "remove", "persist"):
             audit.record(audit.Event(event="refused", verb=verb, name="", target="", source="",
                                      owner_uid=identity.caller_uid(), session=identity.session_id(),
                                      result=message))
@@ -125,7 +125,7 @@ size_option = click.option(
 
 def _create(name: str, target: str, source: str | None, read_only: bool, size: str,
             keep_ownership: bool = False, allow_setuid: bool = False,
-            allow_world_writable: bool = False) -> OverlayStatus:
+            allow_world_writable: bool = False, hotfix: bool = False) -> OverlayStatus:
     """Check everything, then apply. Nothing is created before all checks pass."""
     validate.name(name)
     if not sizes.SIZE_PATTERN.fullmatch(size):
@@ -150,8 +150,11 @@ def _create(name: str, target: str, source: str | None, read_only: bool, size: s
             name=name, target=resolved_target, source=resolved_source, read_only=read_only, size=size,
             owner_uid=owner, created_at=overlays.now_iso(), session=identity.session_id(),
             keep_ownership=keep_ownership, allow_setuid=allow_setuid, allow_world_writable=allow_world_writable,
+            persistent=hotfix, dropin=persistence.dropin_path(name) if hotfix else "",
             **(await overlays.mount_plan(systemd, resolved_target)),
         )
+        if hotfix:
+            return await persistence.hotfix(systemd, spec)
         return await overlays.apply(systemd, spec)
 
     return _on_bus(create)
@@ -184,13 +187,15 @@ def apply(name: str, source: str, target: str, read_only: bool, size: str, keep_
 @cli.command(epilog=EXIT_CODES_HELP)
 @click.argument("target", default="/usr")
 @click.option("--name", help="Overlay name; default: derived from TARGET (/usr -> usr).")
+@click.option("--hotfix", is_flag=True,
+              help="Persistent: writes survive reboots (kept in /var/lib/sdoverlay) until the overlay is removed.")
 @size_option
 @json_option
-def unlock(target: str, name: str | None, size: str, as_json: bool) -> None:
+def unlock(target: str, name: str | None, hotfix: bool, size: str, as_json: bool) -> None:
     """Make TARGET (default /usr) writable with an empty overlay; writes go to memory."""
     chosen = name if name is not None else paths.default_unlock_name(os.path.realpath(target) if target else "")
     status = _execute("unlock", {"name": chosen, "target": target},
-                      lambda: _create(chosen, target, None, False, size))
+                      lambda: _create(chosen, target, None, False, size, hotfix=hotfix))
     _emit(status, as_json, "unlocked")
 
 
@@ -206,13 +211,14 @@ def list_(uid: int | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([s.to_json() for s in found], indent=2))
         return
-    rows = [("NAME", "TARGET", "SOURCE", "OWNER", "MODE", "STATE", "USED", "LIMIT", "CREATED")]
+    rows = [("NAME", "TARGET", "SOURCE", "OWNER", "MODE", "STATE", "USED", "LIMIT", "CREATED", "DROP-IN")]
     for status in found:
         spec = status.spec
         rows.append((
             spec.name, spec.target, spec.source or "-", str(spec.owner_uid),
-            "ro" if spec.read_only else "rw", status.state,
+            ("ro" if spec.read_only else "rw") + (",persistent" if spec.persistent else ""), status.state,
             _human_bytes(status.upper_used_bytes), _human_bytes(status.size_limit_bytes), spec.created_at,
+            spec.dropin or "-",
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
@@ -239,12 +245,35 @@ def reset(name: str, force: bool, as_json: bool) -> None:
 def remove(name: str, force: bool, as_json: bool) -> None:
     """Unmount overlay NAME, free its memory and remove its units."""
     caller = identity.caller_uid()
-    spec = _execute("remove", {"name": name},
-                    lambda: _on_bus(lambda systemd: overlays.remove(systemd, name, caller, force)))
+
+    async def remove_and_forget(systemd: Systemd) -> OverlaySpec:
+        spec = await overlays.remove(systemd, name, caller, force)
+        problems = await persistence.forget(systemd, spec)
+        if problems:
+            raise OperationFailed(f"removed overlay {name!r}, but not all of its drop-in and data: " + "; ".join(problems))
+        return spec
+
+    spec = _execute("remove", {"name": name}, lambda: _on_bus(remove_and_forget))
     if as_json:
         click.echo(json.dumps({"name": spec.name, "target": spec.target, "removed": True}))
     else:
         click.echo(f"removed overlay {spec.name!r} from {spec.target}")
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.argument("name")
+@force_option
+@json_option
+def persist(name: str, force: bool, as_json: bool) -> None:
+    """Make live overlay NAME persistent: it comes back at boot, with its writes.
+
+    Writes its drop-in to /etc/sdoverlay.d/NAME.conf and keeps its content
+    and writes under /var/lib/sdoverlay/NAME.
+    """
+    caller = identity.caller_uid()
+    status = _execute("persist", {"name": name},
+                      lambda: _on_bus(lambda systemd: persistence.persist(systemd, name, caller, force)))
+    _emit(status, as_json, "persisted")
 
 
 @cli.command(epilog=EXIT_CODES_HELP)

@@ -9,12 +9,11 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
-import contextlib
+import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
-from sdoverlay import content, diagnostics, mountinfo, paths, sizes, spec as spec_module, unitfile, units, unmounter
+from sdoverlay import content, diagnostics, kinds, mountinfo, paths, sizes, spec as spec_module, unitfile, units
 from sdoverlay.config import Config
 from sdoverlay.bus import UNIT, Systemd
 from sdoverlay.errors import Conflict, LimitExceeded, NotFound, OperationFailed, PermissionDenied, SdoverlayError
@@ -51,6 +50,8 @@ class OverlayStatus:
             "keep_ownership": spec.keep_ownership,
             "allow_setuid": spec.allow_setuid,
             "allow_world_writable": spec.allow_world_writable,
+            "persistent": spec.persistent,
+            "dropin": spec.dropin or None,
         }
 
 
@@ -151,16 +152,12 @@ def check_owner(status: OverlayStatus, caller_uid: int, force: bool, verb: str) 
 
 
 async def mount_plan(systemd: Systemd, target: str) -> dict[str, Any]:
-    """The kind of overlay unit TARGET needs, and whether it must be unmounted lazily."""
-    mount_unit = paths.mount_unit_name(target)
-    if mountinfo.is_mount_point(target, mountinfo.read()) or await systemd.unit_path(mount_unit):
-        # systemd owns TARGET's .mount unit already (StartTransientUnit
-        # would fail with UnitExists; a recently unmounted one lingers until
-        # garbage-collected), so a service mounts on top.
-        # Lazily, always: a service whose ExecStop= fails still goes down,
-        # leaving the overlay mounted and its area unbound.
-        return {"kind": "service", "lazy_unmount": True}
-    return {"kind": "mount", "lazy_unmount": unmounter.needs_lazy_unmount(target)}
+    """kinds.mount_plan, with "taken" asked of the kernel and of systemd
+    (a recently unmounted path's .mount unit lingers until garbage-collected)."""
+    taken = mountinfo.is_mount_point(target, mountinfo.read()) or bool(
+        await systemd.unit_path(paths.mount_unit_name(target))
+    )
+    return kinds.mount_plan(target, taken)
 
 
 def _our_overlay_mounted(spec: OverlaySpec) -> bool:
@@ -269,26 +266,20 @@ async def apply(systemd: Systemd, spec: OverlaySpec) -> OverlayStatus:
     return await find(systemd, spec.name)
 
 
-async def start_existing(systemd: Systemd, spec: OverlaySpec) -> OverlayStatus:
-    """Start the overlay of SPEC whose units exist already (generated from a drop-in)."""
+async def start_generated(systemd: Systemd, spec: OverlaySpec) -> str | None:
+    """Start the overlay of SPEC, whose units the generator wrote; why it failed, or None."""
     since = time.time(), time.monotonic()
     result = await systemd.start_unit(spec.overlay_unit)
-    if result != "done":
-        error = OperationFailed(await _explain_failed(systemd, spec.units, result, since))
-        await teardown(systemd, spec)
-        raise error
-    return await find(systemd, spec.name)
+    if result == "done":
+        return None
+    return await _explain_failed(systemd, spec.units, result, since)
 
 
-@contextlib.asynccontextmanager
-async def overlay_down(systemd: Systemd, spec: OverlaySpec, verb: str) -> AsyncIterator[None]:
-    """Unmount SPEC's overlay while keeping its area (and so its content).
+async def take_down(systemd: Systemd, spec: OverlaySpec, verb: str) -> None:
+    """Unmount SPEC's overlay, keeping its area (and so its content) mounted.
 
-    A hold unit binds the area meanwhile (it is StopWhenUnneeded=). On
-    success the overlay is mounted again afterwards; the content unit
-    re-creates missing upper and work dirs, and keeps the filled content.
-    If the overlay cannot be unmounted (busy), nothing changes. If it cannot
-    be mounted again, the hold stays so that nothing applied is lost.
+    A hold unit binds the area meanwhile (it is StopWhenUnneeded=). If the
+    overlay cannot be unmounted (busy), nothing changes and this raises.
     """
     hold = units.render_hold(spec)
     since = time.time(), time.monotonic()
@@ -302,29 +293,42 @@ async def overlay_down(systemd: Systemd, spec: OverlaySpec, verb: str) -> AsyncI
         if _our_overlay_mounted(spec):
             raise OperationFailed(f"{spec.target} is still mounted")
     except SdoverlayError as error:
-        await _release_hold(systemd, spec)  # the overlay is still up and binds its area
+        await release_hold(systemd, spec)  # the overlay is still up and binds its area
         raise OperationFailed(f"cannot {verb} overlay {spec.name!r}: {error.message}") from error
-    try:
-        yield
-        since = time.time(), time.monotonic()
-        result = await systemd.start_unit(spec.overlay_unit)
-        if result != "done":
-            raise OperationFailed(await _explain_failed(systemd, spec.units, result, since))
-    except OSError as error:
-        raise OperationFailed(
-            f"cannot {verb} overlay {spec.name!r}: {error.strerror}: {error.filename}; its area is kept"
-        ) from error
-    except SdoverlayError as error:
-        raise OperationFailed(f"cannot {verb} overlay {spec.name!r}: {error.message}; its area is kept") from error
-    await _release_hold(systemd, spec)
 
 
-async def _release_hold(systemd: Systemd, spec: OverlaySpec) -> None:
+async def bring_up(systemd: Systemd, spec: OverlaySpec, verb: str) -> None:
+    """Mount SPEC's overlay again after take_down, and let go of the area.
+
+    The content unit re-creates missing upper and work dirs and keeps the
+    filled content. If the overlay cannot be mounted, the hold stays, so
+    that nothing applied is lost: the overlay is listed as failed.
+    """
+    since = time.time(), time.monotonic()
+    result = await systemd.start_unit(spec.overlay_unit)
+    if result != "done":
+        reason = await _explain_failed(systemd, spec.units, result, since)
+        raise OperationFailed(f"cannot {verb} overlay {spec.name!r}: {reason}; its area is kept")
+    await release_hold(systemd, spec)
+
+
+async def release_hold(systemd: Systemd, spec: OverlaySpec) -> None:
     failure = await _stop(systemd, spec.hold_unit)
     if await _active_state(systemd, spec.hold_unit) == "failed":
         await systemd.reset_failed_unit(spec.hold_unit)
     if failure is not None:
         raise OperationFailed(failure)
+
+
+async def wait_until_unloaded(systemd: Systemd, unit_names: list[str], timeout: float = 5.0) -> None:
+    """Wait for systemd to garbage-collect stopped transient units, so that a
+    daemon-reload loads the generated units of the same names instead."""
+    deadline = time.monotonic() + timeout
+    for unit in unit_names:
+        while await systemd.unit_path(unit) is not None:
+            if time.monotonic() > deadline:
+                raise OperationFailed(f"{unit} is still loaded after it was stopped")
+            await asyncio.sleep(0.02)
 
 
 async def remove(systemd: Systemd, name: str, caller_uid: int, force: bool) -> OverlaySpec:
@@ -343,6 +347,12 @@ async def reset(systemd: Systemd, name: str, caller_uid: int, force: bool) -> Ov
     spec = status.spec
     if spec.read_only:
         return status  # nothing can have been written
-    async with overlay_down(systemd, spec, "reset"):
+    await take_down(systemd, spec, "reset")
+    try:
         content.remove_writable_layers(spec)
+    except OSError as error:
+        raise OperationFailed(
+            f"cannot reset overlay {name!r}: {error.strerror}: {error.filename}; its area is kept"
+        ) from error
+    await bring_up(systemd, spec, "reset")
     return await find(systemd, name)

@@ -1,0 +1,163 @@
+"""systemd system generator: overlays from drop-in files, at boot and on daemon-reload.
+
+    sdoverlay-generator NORMAL_DIR [EARLY_DIR LATE_DIR]
+    python3 -m sdoverlay.generator NORMAL_DIR [EARLY_DIR LATE_DIR]
+
+Reads *.conf from /etc/sdoverlay.d, /run/sdoverlay.d, /usr/local/lib/sdoverlay.d
+and /usr/lib/sdoverlay.d with systemd's rules (one namespace of file names,
+sorted; the first dir wins for a name; a /dev/null link or an empty file
+masks). Each drop-in becomes the same units `sdoverlay apply` creates
+(sdoverlay/units), written to NORMAL_DIR with SourcePath= pointing at the
+drop-in, and pulled in by local-fs.target.wants/.
+
+As man:systemd.generator(7) asks: no D-Bus, nothing assumed of /var, log to
+/dev/kmsg, deterministic output, and a broken drop-in is logged and
+skipped: it never fails the boot or the other drop-ins. The exit code is 0
+unless the generator itself is called wrongly.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import sys
+
+from sdoverlay import config, ini, kinds, mountinfo, paths, units, validate
+from sdoverlay.errors import SdoverlayError
+from sdoverlay.sizes import SIZE_PATTERN
+from sdoverlay.spec import DEFAULT_SIZE, OverlaySpec
+
+DROPIN_DIRS = ["/etc/sdoverlay.d", "/run/sdoverlay.d", "/usr/local/lib/sdoverlay.d", "/usr/lib/sdoverlay.d"]
+SECTION = "Overlay"
+WANTED_BY = "local-fs.target"
+_BOOLEANS = {"yes": True, "true": True, "on": True, "1": True, "no": False, "false": False, "off": False, "0": False}
+_KEYS = {"Name", "Target", "Source", "ReadOnly", "Size", "Persistent", "KeepOwnership", "AllowSetuid", "AllowWorldWritable"}
+
+
+class DropinError(Exception):
+    pass
+
+
+def _log(message: str, priority: int = 3) -> None:
+    """To the kernel log, as early boot has no journal yet; else to stderr."""
+    line = f"<{priority}>sdoverlay-generator[{os.getpid()}]: {message}\n"
+    try:
+        with open("/dev/kmsg", "w", encoding="utf-8") as kmsg:
+            kmsg.write(line)
+    except OSError:
+        sys.stderr.write(line[3:])
+
+
+def _boolean(key: str, value: str) -> bool:
+    try:
+        return _BOOLEANS[value.lower()]
+    except KeyError:
+        raise DropinError(f"{key}={value} is not a boolean") from None
+
+
+def parse_dropin(path: str, allowed_roots: tuple[str, ...], mounts: list[mountinfo.MountEntry]) -> OverlaySpec:
+    """The overlay a drop-in describes; DropinError says why it cannot be used."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            entries = ini.parse(file.read())
+        modified = os.stat(path).st_mtime
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise DropinError(str(error)) from error
+    values: dict[str, str] = {}
+    for section, key, value in entries:
+        if section != SECTION:
+            raise DropinError(f"unknown section [{section}]; use [{SECTION}]")
+        if key not in _KEYS:
+            raise DropinError(f"unknown key {key}=")
+        values[key] = value  # a later assignment wins, as in unit files
+    name = values.get("Name") or os.path.basename(path).removesuffix(".conf")
+    source = values.get("Source") or None
+    read_only = _boolean("ReadOnly", values.get("ReadOnly", "no"))
+    persistent = _boolean("Persistent", values.get("Persistent", "no"))
+    size = values.get("Size", DEFAULT_SIZE)
+    if "Target" not in values:
+        raise DropinError("Target= is missing")
+    if not SIZE_PATTERN.fullmatch(size):
+        raise DropinError(f"Size={size} is not a size")
+    if read_only and source is None:
+        raise DropinError("ReadOnly=yes needs a Source=")
+    if source is not None and not source.startswith("/"):
+        raise DropinError(f"Source={source} is not an absolute path")
+    if source is not None and any(not char.isprintable() for char in source):
+        raise DropinError("Source= contains control characters")
+    try:
+        validate.name(name)
+        # SOURCE is not checked here: it may live on a file system that is
+        # not mounted yet. The content unit checks it (RequiresMountsFor=).
+        target = validate.target(values["Target"], allowed_roots)
+    except SdoverlayError as error:
+        raise DropinError(error.message) from error
+    return OverlaySpec(
+        name=name,
+        target=target,
+        source=source,
+        read_only=read_only,
+        size=size,
+        owner_uid=0,
+        # The drop-in's own time, so that the output is deterministic.
+        created_at=datetime.datetime.fromtimestamp(modified, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        keep_ownership=_boolean("KeepOwnership", values.get("KeepOwnership", "no")),
+        allow_setuid=_boolean("AllowSetuid", values.get("AllowSetuid", "no")),
+        allow_world_writable=_boolean("AllowWorldWritable", values.get("AllowWorldWritable", "no")),
+        persistent=persistent,
+        dropin=path,
+        **kinds.mount_plan(target, mountinfo.is_mount_point(target, mounts)),
+    )
+
+
+def _write(directory: str, name: str, text: str) -> None:
+    with open(os.path.join(directory, name), "w", encoding="utf-8") as file:
+        file.write(text)
+
+
+def generate(normal_dir: str, dropin_dirs: list[str] = DROPIN_DIRS, python: str = sys.executable) -> list[OverlaySpec]:
+    """Write the units of every usable drop-in to NORMAL_DIR; return their specs."""
+    try:
+        allowed_roots = config.load().allowed_roots
+    except SdoverlayError as error:
+        _log(f"{error.message}; using the default allowed roots")
+        allowed_roots = config.Config().allowed_roots
+    mounts = mountinfo.read()
+    generated: list[OverlaySpec] = []
+    for path in ini.layered_files(dropin_dirs, ".conf"):
+        try:
+            spec = parse_dropin(path, allowed_roots, mounts)
+            for other in generated:
+                if other.name == spec.name:
+                    raise DropinError(f"overlay name {spec.name!r} is used by {other.dropin} already")
+                if paths.overlaps(other.target, spec.target):
+                    raise DropinError(f"{spec.target} overlaps {other.target} of {other.dropin}")
+        except DropinError as error:
+            _log(f"{path}: {error}; skipped")
+            continue
+        try:
+            for unit in units.render(spec, python):
+                _write(normal_dir, unit.name, unit.text)
+            wants = os.path.join(normal_dir, f"{WANTED_BY}.wants")
+            os.makedirs(wants, exist_ok=True)
+            link = os.path.join(wants, spec.overlay_unit)
+            if not os.path.lexists(link):
+                os.symlink(f"../{spec.overlay_unit}", link)
+        except OSError as error:
+            _log(f"{path}: cannot write its units: {error}; skipped")
+            continue
+        generated.append(spec)
+    return generated
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) not in (1, 3):
+        print("usage: sdoverlay-generator NORMAL_DIR [EARLY_DIR LATE_DIR]", file=sys.stderr)
+        return 2
+    generate(args[0])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
