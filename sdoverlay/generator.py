@@ -38,14 +38,48 @@ class DropinError(Exception):
     pass
 
 
+REPORT_UNIT = "sdoverlay-generator-report.service"
+_JOURNAL_SOCKET = "/run/systemd/journal/socket"
+
+
 def _log(message: str, priority: int = 3) -> None:
-    """To the kernel log, as early boot has no journal yet; else to stderr."""
-    line = f"<{priority}>sdoverlay-generator[{os.getpid()}]: {message}\n"
+    """To the kernel log, as early boot has no journal yet; where there is no
+    /dev/kmsg (a container), to the journal if it runs (daemon-reload); else
+    to stderr. At boot in a container the report unit carries it instead."""
+    line = f"sdoverlay-generator[{os.getpid()}]: {message}"
     try:
         with open("/dev/kmsg", "w", encoding="utf-8") as kmsg:
-            kmsg.write(line)
+            kmsg.write(f"<{priority}>{line}\n")
+        return
     except OSError:
-        sys.stderr.write(line[3:])
+        pass
+    if os.path.exists(_JOURNAL_SOCKET):
+        from systemd import journal  # only here: a generator's start-up time counts
+
+        journal.send(message, PRIORITY=str(priority), SYSLOG_IDENTIFIER="sdoverlay-generator")
+        return
+    sys.stderr.write(line + "\n")
+
+
+def _write_report(normal_dir: str, problems: list[str]) -> None:
+    """A oneshot unit that repeats the generator's complaints into the journal
+    once it runs, for boots where /dev/kmsg was not there to take them."""
+    lines = [
+        "# Written by sdoverlay-generator: drop-ins it skipped at its last run.",
+        "[Unit]",
+        "Description=sdoverlay: report drop-ins the generator skipped",
+        "DefaultDependencies=no",
+        "After=systemd-journald.socket",
+        "",
+        "[Service]",
+        "Type=oneshot",
+        "SyslogIdentifier=sdoverlay-generator",
+    ]
+    lines += [f"ExecStart=/usr/bin/echo {units.exec_quote(problem)}" for problem in problems]
+    _write(normal_dir, REPORT_UNIT, "\n".join(lines) + "\n")
+    wants = os.path.join(normal_dir, "sysinit.target.wants")
+    os.makedirs(wants, exist_ok=True)
+    os.symlink(f"../{REPORT_UNIT}", os.path.join(wants, REPORT_UNIT))
 
 
 def _boolean(key: str, value: str) -> bool:
@@ -124,6 +158,7 @@ def generate(normal_dir: str, dropin_dirs: list[str] = DROPIN_DIRS, python: str 
         allowed_roots = config.Config().allowed_roots
     mounts = mountinfo.read()
     generated: list[OverlaySpec] = []
+    problems: list[str] = []
     for path in ini.layered_files(dropin_dirs, ".conf"):
         try:
             spec = parse_dropin(path, allowed_roots, mounts)
@@ -133,7 +168,8 @@ def generate(normal_dir: str, dropin_dirs: list[str] = DROPIN_DIRS, python: str 
                 if paths.overlaps(other.target, spec.target):
                     raise DropinError(f"{spec.target} overlaps {other.target} of {other.dropin}")
         except DropinError as error:
-            _log(f"{path}: {error}; skipped")
+            problems.append(f"{path}: {error}; skipped")
+            _log(problems[-1])
             continue
         try:
             for unit in units.render(spec, python):
@@ -144,9 +180,12 @@ def generate(normal_dir: str, dropin_dirs: list[str] = DROPIN_DIRS, python: str 
             if not os.path.lexists(link):
                 os.symlink(f"../{spec.overlay_unit}", link)
         except OSError as error:
-            _log(f"{path}: cannot write its units: {error}; skipped")
+            problems.append(f"{path}: cannot write its units: {error}; skipped")
+            _log(problems[-1])
             continue
         generated.append(spec)
+    if problems:
+        _write_report(normal_dir, problems)
     return generated
 
 

@@ -1,0 +1,172 @@
+"""Boot-time overlays on the real test bed: the generator, reboots, persist, hotfix."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from tests.test_overlays import listed, overlay_units
+from tests.testbed import VENV, Container
+
+GENERATOR = str(VENV / "bin" / "sdoverlay-generator")
+INSTALL_GENERATOR = f"mkdir -p /etc/systemd/system-generators && ln -sf {GENERATOR} /etc/systemd/system-generators/"
+
+
+def generator_dir(tmp_path: Path) -> str:
+    """A host dir to bind at /etc/systemd/system-generators: the generator is there at boot."""
+    directory = tmp_path / "generators"
+    directory.mkdir()
+    (directory / "sdoverlay-generator").symlink_to(GENERATOR)
+    return str(directory)
+
+
+def source_dir(tmp_path: Path) -> str:
+    directory = tmp_path / "src"
+    directory.mkdir()
+    (directory / "hello.txt").write_text("hello from a drop-in\n")
+    return str(directory)
+
+
+def state_of(bed: Container) -> str:
+    return bed.run(["systemctl", "is-system-running"], check=False).stdout.strip()
+
+
+def monotonic(bed: Container, unit: str, prop: str = "ActiveEnterTimestampMonotonic") -> int:
+    return int(bed.run(["systemctl", "show", "-P", prop, unit]).stdout)
+
+
+def test_new_dropin_reload_and_local_fs_target_mount_it(bed: Container) -> None:
+    bed.sh(INSTALL_GENERATOR + """
+        mkdir -p /srv/src /etc/sdoverlay.d && echo dropped > /srv/src/dropped.txt
+        printf '[Overlay]\\nName=doc\\nTarget=/usr/share/doc\\nSource=/srv/src\\n' > /etc/sdoverlay.d/doc.conf
+    """)
+    bed.run(["systemctl", "daemon-reload"])
+    bed.run(["systemctl", "start", "local-fs.target"])
+    assert bed.run(["cat", "/usr/share/doc/dropped.txt"]).stdout == "dropped\n"
+    entry = listed(bed)["doc"]
+    assert entry["dropin"] == "/etc/sdoverlay.d/doc.conf" and entry["persistent"] is False
+    assert entry["state"] == "active" and entry["owner_uid"] == 0
+    assert bed.run(["systemctl", "show", "-P", "SourcePath", "usr-share-doc.mount"]).stdout.strip() == "/etc/sdoverlay.d/doc.conf"
+    assert bed.run(["systemctl", "show", "-P", "UnitFileState", "usr-share-doc.mount"]).stdout.strip() == "generated"
+    assert set(overlay_units(bed)) == {"run-usroverlay-doc.mount", "usroverlay-doc-content.service"}
+    # Same units as the CLI: reset works on them too.
+    bed.sh("touch /usr/share/doc/scratch")
+    bed.sdoverlay("reset", "doc", check=True)
+    assert bed.run(["test", "-e", "/usr/share/doc/scratch"], check=False).returncode != 0
+    assert bed.run(["cat", "/usr/share/doc/dropped.txt"]).stdout == "dropped\n"
+
+
+def test_boot_with_dropins_mounts_them_and_skips_a_broken_one(tmp_path: Path) -> None:
+    dropins = tmp_path / "dropins"
+    dropins.mkdir()
+    (dropins / "doc.conf").write_text("[Overlay]\nTarget=/usr/share/doc\nSource=/srv/src\n")
+    (dropins / "usr.conf").write_text("[Overlay]\nTarget=/usr/share/man\n")
+    (dropins / "broken.conf").write_text("[Overlay]\nTarget=/usr/share/info\nReadOnly=perhaps\n")
+    binds = (f"{generator_dir(tmp_path)}:/etc/systemd/system-generators", f"{dropins}:/etc/sdoverlay.d",
+             f"{source_dir(tmp_path)}:/srv/src")
+    with Container(binds=binds) as bed:
+        assert state_of(bed) in ("running", "degraded")
+        failed = bed.run(["systemctl", "list-units", "--failed", "--plain", "--no-legend"]).stdout
+        assert "usroverlay" not in failed and "usr-share" not in failed, failed
+        assert bed.run(["cat", "/usr/share/doc/hello.txt"]).stdout == "hello from a drop-in\n"
+        bed.sh("touch /usr/share/man/writable")
+        # Mounted before local-fs.target was reached, as a local file system.
+        assert monotonic(bed, "usr-share-doc.mount") <= monotonic(bed, "local-fs.target")
+        assert monotonic(bed, "usr-share-man.mount") <= monotonic(bed, "local-fs.target")
+        assert sorted(listed(bed)) == ["doc", "usr"]
+        journal = bed.run(["journalctl", "-b", "--no-pager", "SYSLOG_IDENTIFIER=sdoverlay-generator"]).stdout
+        assert "/etc/sdoverlay.d/broken.conf: ReadOnly=perhaps is not a boolean; skipped" in journal
+
+
+def test_persistent_writes_survive_a_reboot_transient_ones_do_not(tmp_path: Path) -> None:
+    dropins, state = tmp_path / "dropins", tmp_path / "state"
+    dropins.mkdir()
+    state.mkdir()
+    (dropins / "kept.conf").write_text("[Overlay]\nTarget=/usr/share/doc\nSource=/srv/src\nPersistent=yes\n")
+    (dropins / "lost.conf").write_text("[Overlay]\nTarget=/usr/share/man\n")
+    binds = (f"{generator_dir(tmp_path)}:/etc/systemd/system-generators", f"{dropins}:/etc/sdoverlay.d",
+             f"{source_dir(tmp_path)}:/srv/src", f"{state}:/var/lib/sdoverlay")
+    with Container(binds=binds) as bed:
+        bed.sh("echo written > /usr/share/doc/kept.txt; echo written > /usr/share/man/lost.txt; rm /usr/share/doc/dpkg/copyright")
+        entry = listed(bed)["kept"]
+        assert entry["persistent"] is True and entry["dropin"] == "/etc/sdoverlay.d/kept.conf"
+    assert (state / "kept" / "upper" / "kept.txt").read_text() == "written\n"
+    with Container(binds=binds) as bed:  # the reboot
+        assert bed.run(["cat", "/usr/share/doc/kept.txt"]).stdout == "written\n"
+        assert bed.run(["test", "-e", "/usr/share/doc/dpkg/copyright"], check=False).returncode != 0  # the whiteout too
+        assert bed.run(["cat", "/usr/share/doc/hello.txt"]).stdout == "hello from a drop-in\n"
+        assert bed.run(["test", "-e", "/usr/share/man/lost.txt"], check=False).returncode != 0
+
+
+def test_persist_a_live_overlay_then_reboot_then_remove(tmp_path: Path) -> None:
+    etc, state = tmp_path / "etc-dropins", tmp_path / "state"
+    etc.mkdir()
+    state.mkdir()
+    binds = (f"{generator_dir(tmp_path)}:/etc/systemd/system-generators", f"{etc}:/etc/sdoverlay.d",
+             f"{state}:/var/lib/sdoverlay")
+    with Container(binds=binds) as bed:
+        bed.sh("mkdir -p /srv/src && echo applied > /srv/src/applied.txt")
+        bed.sdoverlay("apply", "live", "/srv/src", "/usr/share/doc", check=True)
+        bed.sh("echo before > /usr/share/doc/before-persist.txt")
+        result = bed.sdoverlay("persist", "live", "--json", check=True)
+        entry = json.loads(result.stdout)
+        assert entry["persistent"] is True and entry["dropin"] == "/etc/sdoverlay.d/live.conf"
+        assert entry["source"] == "/var/lib/sdoverlay/live/content"
+        assert bed.run(["cat", "/usr/share/doc/before-persist.txt"]).stdout == "before\n"
+        assert bed.run(["cat", "/usr/share/doc/applied.txt"]).stdout == "applied\n"
+        bed.sh("echo after > /usr/share/doc/after-persist.txt; rm /srv/src/applied.txt")
+        dropin = (etc / "live.conf").read_text()
+        assert "Persistent=yes" in dropin and "Target=/usr/share/doc" in dropin
+        again = bed.sdoverlay("persist", "live")
+        assert again.returncode == 4 and "is persistent already" in again.stderr
+    with Container(binds=binds) as bed:  # the reboot
+        for name, text in (("before-persist.txt", "before\n"), ("after-persist.txt", "after\n"), ("applied.txt", "applied\n")):
+            assert bed.run(["cat", f"/usr/share/doc/{name}"]).stdout == text
+        bed.sdoverlay("remove", "live", check=True)
+        assert overlay_units(bed) == []
+        assert bed.run(["findmnt", "-rn", "-t", "overlay", "/usr/share/doc"], check=False).stdout == ""
+        assert listed(bed) == {}
+    assert not (etc / "live.conf").exists()
+    assert not (state / "live").exists()
+
+
+def test_unlock_hotfix_and_remove(bed: Container) -> None:
+    # Without the generator installed: refused, and nothing is left.
+    result = bed.sdoverlay("unlock", "--hotfix", "/usr/share/man")
+    assert result.returncode == 1, result.stderr
+    assert "is sdoverlay-generator installed" in result.stderr
+    assert bed.run(["ls", "-A", "/etc/sdoverlay.d"], check=False).stdout == ""
+    assert overlay_units(bed) == []
+
+    bed.sh(INSTALL_GENERATOR)
+    entry = json.loads(bed.sdoverlay("unlock", "--hotfix", "/usr/share/man", "--json", check=True).stdout)
+    assert entry["persistent"] is True and entry["dropin"] == "/etc/sdoverlay.d/usr-share-man.conf"
+    bed.sh("echo fix > /usr/share/man/hotfix.txt")
+    assert bed.run(["cat", "/var/lib/sdoverlay/usr-share-man/upper/hotfix.txt"]).stdout == "fix\n"
+    text = bed.sdoverlay("list", check=True).stdout
+    assert "rw,persistent" in text and "/etc/sdoverlay.d/usr-share-man.conf" in text
+    bed.sdoverlay("remove", "usr-share-man", check=True)
+    assert overlay_units(bed) == []
+    assert bed.run(["test", "-e", "/etc/sdoverlay.d/usr-share-man.conf"], check=False).returncode != 0
+    assert bed.run(["test", "-e", "/var/lib/sdoverlay/usr-share-man"], check=False).returncode != 0
+    assert bed.run(["test", "-e", "/usr/share/man/hotfix.txt"], check=False).returncode != 0
+
+
+def test_removing_a_vendor_overlay_masks_its_dropin(bed: Container) -> None:
+    # The image's vendor dir: /usr/local/lib is read-only in the test bed, so
+    # a tmpfs stands in for an image that ships a drop-in there.
+    bed.sh(INSTALL_GENERATOR + """
+        mount -t tmpfs tmpfs /usr/local/lib && mkdir /usr/local/lib/sdoverlay.d
+        printf '[Overlay]\\nTarget=/usr/share/doc\\n' > /usr/local/lib/sdoverlay.d/vendor.conf
+    """)
+    bed.run(["systemctl", "daemon-reload"])
+    bed.run(["systemctl", "start", "local-fs.target"])
+    assert listed(bed)["vendor"]["dropin"] == "/usr/local/lib/sdoverlay.d/vendor.conf"
+    bed.sdoverlay("remove", "vendor", check=True)
+    assert bed.run(["readlink", "/etc/sdoverlay.d/vendor.conf"]).stdout == "/dev/null\n"
+    assert bed.run(["test", "-e", "/usr/local/lib/sdoverlay.d/vendor.conf"]).returncode == 0
+    assert overlay_units(bed) == []
+    bed.run(["systemctl", "daemon-reload"])  # stays masked
+    assert overlay_units(bed) == [] and listed(bed) == {}
+    assert not os.path.exists("/etc/sdoverlay.d/vendor.conf")  # the host is untouched

@@ -1,0 +1,143 @@
+"""The generator on temporary dirs: output checked with systemd-analyze verify."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sdoverlay import generator
+
+
+@pytest.fixture
+def logged(monkeypatch) -> list[str]:
+    messages: list[str] = []
+    monkeypatch.setattr(generator, "_log", lambda message, priority=3: messages.append(message))
+    return messages
+
+
+@pytest.fixture
+def dirs(tmp_path) -> tuple[Path, Path, Path, Path]:
+    """(output, admin, runtime-like, vendor) dirs."""
+    out, admin, runtime, vendor = (tmp_path / d for d in ("out", "etc", "run", "lib"))
+    for directory in (out, admin, runtime, vendor):
+        directory.mkdir()
+    return out, admin, runtime, vendor
+
+
+def run(out: Path, *dropin_dirs: Path) -> list:
+    return generator.generate(str(out), [str(d) for d in dropin_dirs])
+
+
+def tree(directory: Path) -> dict[str, str]:
+    found = {}
+    for path in sorted(directory.rglob("*")):
+        key = str(path.relative_to(directory))
+        found[key] = os.readlink(path) if path.is_symlink() else ("" if path.is_dir() else path.read_text())
+    return found
+
+
+def verify(out: Path) -> None:
+    files = sorted(str(p) for p in out.iterdir() if p.is_file())
+    completed = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", *files], capture_output=True, text=True,
+        env={**os.environ, "SYSTEMD_UNIT_PATH": f"{out}:"},
+    )
+    # Unknown keys are only warned about (exit 0): any output is a defect too.
+    assert completed.returncode == 0 and completed.stderr == "", completed.stderr
+
+
+def test_units_for_a_dropin_pass_systemd_analyze_verify(dirs, logged) -> None:
+    out, admin, _, _ = dirs
+    (admin / "doc.conf").write_text("[Overlay]\nTarget=/usr/share/doc\nSource=/srv/x\nSize=64M\n")
+    (admin / "usr.conf").write_text("[Overlay]\nName=whole\nTarget=/usr/share/man\nPersistent=yes\n")
+    specs = run(out, admin)
+    assert [s.name for s in specs] == ["doc", "whole"] and logged == []
+    assert tree(out)["local-fs.target.wants/usr-share-doc.mount"] == "../usr-share-doc.mount"
+    assert "SourcePath=" + str(admin / "doc.conf") in tree(out)["run-usroverlay-doc.mount"]
+    assert "RequiresMountsFor=/var/lib/sdoverlay/whole" in tree(out)["usr-share-man.mount"]
+    assert f"ExecStart={sys.executable} -m sdoverlay.populate" in tree(out)["usroverlay-doc-content.service"]
+    verify(out)
+
+
+def test_usr_itself_is_mounted_by_a_service(dirs, logged) -> None:
+    out, admin, _, _ = dirs
+    (admin / "usr.conf").write_text("[Overlay]\nTarget=/usr\nPersistent=yes\n")
+    # Whether /usr is a mount point depends on the machine; both kinds must verify.
+    (spec,) = run(out, admin)
+    assert spec.overlay_unit in ("usr.mount", "usroverlay-usr.service")
+    verify(out)
+
+
+def test_first_dir_wins_and_masks(dirs, logged) -> None:
+    out, admin, runtime, vendor = dirs
+    (vendor / "a.conf").write_text("[Overlay]\nTarget=/usr/share/doc\n")
+    (admin / "a.conf").write_text("[Overlay]\nTarget=/usr/share/man\n")  # overrides the vendor's
+    (vendor / "b.conf").write_text("[Overlay]\nTarget=/usr/share/info\n")
+    (admin / "b.conf").symlink_to("/dev/null")  # masks it
+    (vendor / "c.conf").write_text("[Overlay]\nTarget=/usr/share/locale\n")
+    (runtime / "c.conf").write_text("")  # an empty file masks too
+    (vendor / "d.conf").write_text("[Overlay]\nTarget=/usr/share/common-licenses\n")
+    specs = run(out, admin, runtime, vendor)
+    assert [(s.name, s.target, s.dropin) for s in specs] == [
+        ("a", "/usr/share/man", str(admin / "a.conf")),
+        ("d", "/usr/share/common-licenses", str(vendor / "d.conf")),
+    ]
+    assert logged == []
+
+
+def test_broken_dropins_are_skipped_and_reported_the_rest_generated(dirs, logged) -> None:
+    out, admin, _, _ = dirs
+    bad = {
+        "01-nosection.conf": "Target=/usr/share/doc\n",
+        "02-section.conf": "[Mount]\nTarget=/usr/share/doc\n",
+        "03-key.conf": "[Overlay]\nTarget=/usr/share/doc\nFrob=1\n",
+        "04-target.conf": "[Overlay]\nSource=/srv\n",
+        "05-outside.conf": "[Overlay]\nTarget=/etc\n",
+        "06-bool.conf": "[Overlay]\nTarget=/usr/share/doc\nReadOnly=maybe\n",
+        "07-ro.conf": "[Overlay]\nTarget=/usr/share/doc\nReadOnly=yes\n",
+        "08-size.conf": "[Overlay]\nTarget=/usr/share/doc\nSize=lots\n",
+        "09-name.conf": "[Overlay]\nName=a.b\nTarget=/usr/share/doc\n",
+        "10-source.conf": "[Overlay]\nTarget=/usr/share/doc\nSource=relative\n",
+        "11-missing.conf": "[Overlay]\nTarget=/usr/share/nonexistent\n",
+        "12-binary.conf": "\udcff",
+    }
+    for name, text in bad.items():
+        (admin / name).write_bytes(text.encode("utf-8", "surrogateescape"))
+    (admin / "50-good.conf").write_text("[Overlay]\nTarget=/usr/share/doc\n")
+    (admin / "60-overlap.conf").write_text("[Overlay]\nTarget=/usr/share/doc/dpkg\n")
+    (admin / "70-dupname.conf").write_text("[Overlay]\nName=50-good\nTarget=/usr/share/man\n")
+    specs = run(out, admin)
+    assert [s.name for s in specs] == ["50-good"]
+    assert len(logged) == len(bad) + 2
+    for message, name in zip(logged, sorted(bad) + ["60-overlap.conf", "70-dupname.conf"]):
+        assert message.startswith(str(admin / name) + ": ") and message.endswith("; skipped"), message
+    assert "unknown key Frob=" in logged[2]
+    assert "target /etc is not at or under an allowed root" in logged[4]
+    assert "overlaps /usr/share/doc" in logged[-2]
+    assert "is used by" in logged[-1]
+    report = tree(out)[generator.REPORT_UNIT]
+    assert report.count("ExecStart=/usr/bin/echo") == len(logged)
+    assert tree(out)[f"sysinit.target.wants/{generator.REPORT_UNIT}"] == f"../{generator.REPORT_UNIT}"
+    verify(out)
+
+
+def test_output_is_deterministic(tmp_path, dirs, logged) -> None:
+    out, admin, _, _ = dirs
+    for index in range(5):
+        (admin / f"o{index}.conf").write_text(f"[Overlay]\nTarget=/usr/share/{['doc', 'man', 'info', 'locale', 'zoneinfo'][index]}\n")
+    (admin / "bad.conf").write_text("[Overlay]\n")
+    run(out, admin)
+    second = tmp_path / "second"
+    second.mkdir()
+    run(second, admin)
+    assert tree(out) == tree(second)
+
+
+def test_main_usage_and_exit_codes(dirs, logged) -> None:
+    out, _, _, _ = dirs
+    assert generator.main([]) == 2
+    assert generator.main([str(out), str(out), str(out)]) == 0
