@@ -141,3 +141,30 @@ def test_main_usage_and_exit_codes(dirs, logged) -> None:
     out, _, _, _ = dirs
     assert generator.main([]) == 2
     assert generator.main([str(out), str(out), str(out)]) == 0
+
+
+def test_make_install_gives_a_working_generator(tmp_path, dirs) -> None:
+    """The installed tree is self-contained: its generator runs on Debian's python3."""
+    out, admin, _, _ = dirs
+    root = tmp_path / "root"
+    repo = Path(__file__).resolve().parent.parent
+    subprocess.run(["make", "-C", str(repo), "install", f"DESTDIR={root}"], check=True, capture_output=True)
+    generator_script = root / "usr/lib/systemd/system-generators/sdoverlay-generator"
+    assert generator_script.read_text().startswith("#!/usr/bin/python3 -I\n")
+    assert os.access(generator_script, os.X_OK)
+    for path in ("usr/bin/sdoverlay", "usr/lib/systemd/catalog/sdoverlay.catalog",
+                 "usr/share/man/man5/sdoverlay.d.5", "usr/share/doc/sdoverlay/examples/50-sdoverlay.rules",
+                 "usr/lib/python3/dist-packages/sdoverlay/units/content.service"):
+        assert (root / path).is_file(), path
+    (admin / "doc.conf").write_text("[Overlay]\nTarget=/usr/share/doc\nSource=/srv\n")
+    site = root / "usr/lib/python3/dist-packages"
+    run_installed = (
+        f"import sys; sys.path.insert(0, {str(site)!r}); import sdoverlay.generator as g; "
+        f"assert g.__file__.startswith({str(site)!r}), g.__file__; "
+        f"g.DROPIN_DIRS[:] = [{str(admin)!r}]; sys.argv = ['sdoverlay-generator', {str(out)!r}]; "
+        f"exec(open({str(generator_script)!r}).read())"
+    )
+    subprocess.run(["/usr/bin/python3", "-I", "-c", run_installed], check=True)
+    content_unit = (out / "usroverlay-doc-content.service").read_text()
+    assert "ExecStart=/usr/bin/python3 -m sdoverlay.populate" in content_unit
+    verify(out)

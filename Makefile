@@ -1,0 +1,26 @@
+# Install sdoverlay for the distribution's own Python 3 (Debian layout):
+#   make install DESTDIR=/some/root
+# Runtime dependencies (Debian packages): python3, python3-click,
+# python3-dbus-next, python3-systemd, util-linux.
+
+DESTDIR ?=
+PREFIX ?= /usr
+PYTHON_SITE ?= $(PREFIX)/lib/python3/dist-packages
+GENERATOR_DIR ?= $(PREFIX)/lib/systemd/system-generators
+CATALOG_DIR ?= $(PREFIX)/lib/systemd/catalog
+DOC_DIR ?= $(PREFIX)/share/doc/sdoverlay
+MAN5_DIR ?= $(PREFIX)/share/man/man5
+
+PACKAGE_FILES := $(wildcard sdoverlay/*.py sdoverlay/units/*.py sdoverlay/units/*.mount sdoverlay/units/*.service)
+
+.PHONY: install
+install:
+	for file in $(PACKAGE_FILES); do \
+		install -D -m 0644 "$$file" "$(DESTDIR)$(PYTHON_SITE)/$$file"; \
+	done
+	install -D -m 0755 systemd/sdoverlay "$(DESTDIR)$(PREFIX)/bin/sdoverlay"
+	install -D -m 0755 systemd/sdoverlay-generator "$(DESTDIR)$(GENERATOR_DIR)/sdoverlay-generator"
+	install -D -m 0644 systemd/sdoverlay.catalog "$(DESTDIR)$(CATALOG_DIR)/sdoverlay.catalog"
+	install -D -m 0644 systemd/sdoverlay-polkit.rules "$(DESTDIR)$(DOC_DIR)/examples/50-sdoverlay.rules"
+	install -D -m 0644 man/sdoverlay.d.5 "$(DESTDIR)$(MAN5_DIR)/sdoverlay.d.5"
+	install -d -m 0755 "$(DESTDIR)$(PREFIX)/lib/sdoverlay.d"

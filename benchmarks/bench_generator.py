@@ -1,0 +1,98 @@
+"""The generator's wall time with 1 and 50 drop-ins, and boot time with and without 20.
+
+Every figure is a ratio against a reference run in the same invocation:
+`python3 -I -c pass` (the floor any Python generator pays) for the
+generator, and the same container booted without drop-ins for boot time.
+
+    sudo .venv/bin/python benchmarks/bench_generator.py [--rounds N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.testbed import VENV, Container  # noqa: E402
+
+GENERATOR = str(VENV / "bin" / "sdoverlay-generator")
+TARGETS = sorted(p.name for p in Path("/usr/share").iterdir() if p.is_dir() and not p.is_symlink())
+
+
+def write_dropins(directory: Path, count: int) -> None:
+    for index, target in enumerate(TARGETS[:count]):
+        (directory / f"{index:02d}-{target}.conf").write_text(f"[Overlay]\nName=o{index}\nTarget=/usr/share/{target}\n")
+
+
+def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def generator_runs(count: int, rounds: int) -> list[float]:
+    """The generator as systemd runs it, over COUNT drop-ins (in a dir it is pointed at)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        dropins = Path(scratch) / "d"
+        dropins.mkdir()
+        write_dropins(dropins, count)
+        script = (
+            "import sys; from sdoverlay import generator; "
+            f"generator.DROPIN_DIRS[:] = [{str(dropins)!r}]; sys.exit(generator.main())"
+        )
+        samples = []
+        for round_number in range(rounds):
+            out = Path(scratch) / f"out{round_number}"
+            out.mkdir()
+            samples.append(timed([str(VENV / "bin" / "python"), "-c", script, str(out)]))
+        return samples
+
+
+def boot_userspace_ms(binds: tuple[str, ...]) -> float:
+    with Container(binds=binds) as bed:
+        text = bed.run(["systemd-analyze"]).stdout
+    match = re.search(r"in ([0-9.]+)(ms|s) \(userspace\)", text)
+    assert match, text
+    return float(match.group(1)) * (1000 if match.group(2) == "s" else 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=15)
+    rounds = parser.parse_args().rounds
+    python = [str(VENV / "bin" / "python")]
+    median = statistics.median
+    floor = median([timed([*python, "-I", "-c", "pass"]) for _ in range(rounds)])
+    jinja = median([timed([*python, "-c", "import jinja2"]) for _ in range(rounds)])
+    one = median(generator_runs(1, rounds))
+    fifty = median(generator_runs(50, rounds))
+    print(f"median of {rounds} runs, wall time\n")
+    print(f"python3 -I -c pass               {floor * 1000:7.1f} ms   (reference)")
+    print(f"python3 -c 'import jinja2'       {jinja * 1000:7.1f} ms   {jinja / floor:5.2f}x")
+    print(f"generator, 1 drop-in             {one * 1000:7.1f} ms   {one / floor:5.2f}x")
+    print(f"generator, {min(50, len(TARGETS))} drop-ins           {fifty * 1000:7.1f} ms   {fifty / floor:5.2f}x")
+
+    with tempfile.TemporaryDirectory() as scratch:
+        generators, dropins = Path(scratch) / "gen", Path(scratch) / "dropins"
+        generators.mkdir()
+        dropins.mkdir()
+        (generators / "sdoverlay-generator").symlink_to(GENERATOR)
+        write_dropins(dropins, 20)
+        with_overlays = (f"{generators}:/etc/systemd/system-generators", f"{dropins}:/etc/sdoverlay.d")
+        boots = max(3, rounds // 3)
+        plain = median([boot_userspace_ms(()) for _ in range(boots)])
+        twenty = median([boot_userspace_ms(with_overlays) for _ in range(boots)])
+    print(f"\nsystemd-analyze userspace boot, median of {boots} boots of the test bed")
+    print(f"no drop-ins                      {plain:7.0f} ms   (reference)")
+    print(f"20 drop-ins (20 overlays)        {twenty:7.0f} ms   {twenty / plain:5.2f}x")
+
+
+if __name__ == "__main__":
+    main()
