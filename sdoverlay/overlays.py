@@ -295,6 +295,13 @@ async def take_down(systemd: Systemd, spec: OverlaySpec, verb: str) -> None:
     except SdoverlayError as error:
         await release_hold(systemd, spec)  # the overlay is still up and binds its area
         raise OperationFailed(f"cannot {verb} overlay {spec.name!r}: {error.message}") from error
+    # The content unit goes too, and now rather than when systemd finds it
+    # unneeded: bring_up must run it again to make new upper and work dirs,
+    # and a content unit still active then would not run (a race seen in
+    # benchmarks/bench_cli.py as "failed to resolve .../upper").
+    failure = await _stop(systemd, spec.content_unit)
+    if failure is not None:
+        raise OperationFailed(f"cannot {verb} overlay {spec.name!r}: {failure}; its area is kept")
 
 
 async def bring_up(systemd: Systemd, spec: OverlaySpec, verb: str) -> None:

@@ -25,6 +25,7 @@ PROPERTY_SIGNATURES: dict[str, str] = {
     "RequiresMountsFor": "as",
     "Wants": "as",
     "DefaultDependencies": "b",
+    "StartLimitIntervalUSec": "t",
     "StopWhenUnneeded": "b",
     "What": "s",
     "Where": "s",
@@ -60,10 +61,19 @@ def _exec_command(value: str) -> list[object]:
     return [argv[0], argv, ignore_failure]  # dbus-next marshals structs from lists
 
 
+# Unit-file keys whose D-Bus property has another name and unit (seconds -> µs).
+_SECONDS_AS_USEC = {"StartLimitIntervalSec": "StartLimitIntervalUSec"}
+
+
 def to_properties(text: str) -> list[list[object]]:
     """The (name, Variant) list StartTransientUnit takes for this unit file."""
     merged: dict[str, object] = {}
     for _section, key, raw in parse(text):
+        if key in _SECONDS_AS_USEC:
+            if not raw.isdigit():
+                raise ValueError(f"{key}= takes whole seconds in sdoverlay templates: {raw!r}")
+            merged[_SECONDS_AS_USEC[key]] = int(raw) * 1_000_000
+            continue
         signature = PROPERTY_SIGNATURES.get(key)
         if signature is None:
             raise ValueError(f"unit key {key}= has no transient property mapping")

@@ -84,6 +84,19 @@ def test_apply_directory_tree_write_reset_remove(bed: Container) -> None:
     assert bed.run(["test", "-e", "/usr/share/doc/top.txt"], check=False).returncode != 0
 
 
+def test_reset_again_and_again(bed: Container) -> None:
+    # Each reset must re-run the content unit to make new upper and work
+    # dirs; a content unit left active would make the remount fail.
+    bed.sh(SOURCE_TREE)
+    bed.sdoverlay("apply", "again", "/srv/src", "/usr/share/doc", check=True)
+    for round_number in range(6):
+        bed.sh(f"echo {round_number} > /usr/share/doc/round.txt")
+        bed.sdoverlay("reset", "again", check=True)
+        assert bed.run(["test", "-e", "/usr/share/doc/round.txt"], check=False).returncode != 0
+        assert bed.run(["cat", "/usr/share/doc/top.txt"]).stdout == "applied\n"
+    assert overlay_units(bed) == ["run-usroverlay-again.mount", "usroverlay-again-content.service"]
+
+
 def test_apply_file_lands_at_target_basename(bed: Container) -> None:
     bed.sh("printf '#!/bin/sh\\necho patched\\n' > /srv/tool; chmod 755 /srv/tool")
     bed.sdoverlay("apply", "tool", "/srv/tool", "/usr/share/common-licenses", check=True)
