@@ -8,7 +8,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.testbed import SDOVERLAY, Container  # noqa: E402
+from tests.testbed import SDOVERLAY, VENV, Container  # noqa: E402
+
+GENERATOR = str(VENV / "bin" / "sdoverlay-generator")
 
 
 def step(bed: Container, title: str, *argv: str, expect_failure: bool = False) -> None:
@@ -53,6 +55,18 @@ def main() -> None:
              "chmod +x /usr/bin/sdo-hello && sdo-hello")
         step(bed, "Remove it again, no reboot", SDOVERLAY, "remove", "usr")
         step(bed, "Gone", *sh, "command -v sdo-hello || echo 'sdo-hello: not found'; touch /usr/bin/x || true")
+        step(bed, "Install the boot-time generator (the test bed's /usr is read-only: link it in /etc)", *sh,
+             f"mkdir -p /etc/systemd/system-generators && ln -s {GENERATOR} /etc/systemd/system-generators/ "
+             "&& ls -l /etc/systemd/system-generators")
+        step(bed, "A hotfix: an unlock whose writes survive reboots, from a drop-in", SDOVERLAY,
+             "unlock", "--hotfix", "/usr/share/man")
+        step(bed, "Its drop-in and its generated units", *sh,
+             "cat /etc/sdoverlay.d/usr-share-man.conf; systemctl list-units --no-pager --no-legend '*usroverlay*'; "
+             "systemctl show -P SourcePath usr-share-man.mount")
+        step(bed, "Writes go to /var/lib/sdoverlay", *sh,
+             "echo fixed > /usr/share/man/fix.txt && ls /var/lib/sdoverlay/usr-share-man/upper")
+        step(bed, "Remove: units, drop-in and kept writes go", SDOVERLAY, "remove", "usr-share-man")
+        step(bed, "The audit trail in the journal", SDOVERLAY, "log")
     print("\nContainer powered off. Demo complete.")
 
 

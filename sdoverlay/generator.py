@@ -117,9 +117,9 @@ def parse_dropin(path: str, allowed_roots: tuple[str, ...], mounts: list[mountin
         raise DropinError("ReadOnly=yes needs a Source=")
     if source is not None and not source.startswith("/"):
         raise DropinError(f"Source={source} is not an absolute path")
-    if source is not None and any(not char.isprintable() for char in source):
-        raise DropinError("Source= contains control characters")
     try:
+        if source is not None:
+            validate.path_text(source, "source")
         validate.name(name)
         # SOURCE is not checked here: it may live on a file system that is
         # not mounted yet. The content unit checks it (RequiresMountsFor=).

@@ -32,15 +32,21 @@ def name(value: str) -> str:
     return value
 
 
+def path_text(raw: str, what: str) -> None:
+    """What every path given to sdoverlay must be as text: not empty, no
+    control characters, shorter than PATH_MAX."""
+    if not raw:
+        raise InvalidInput(f"{what} is empty")
+    if _has_control_chars(raw):
+        raise InvalidInput(f"{what} {raw!r} contains control characters")
+    if len(raw.encode()) >= PATH_MAX:
+        raise InvalidInput(f"{what} is longer than {PATH_MAX - 1} bytes")
+
+
 def target(raw: str, allowed_roots: tuple[str, ...]) -> str:
     """The canonical TARGET: absolute, no '..', symlinks resolved, an existing
     directory at or under an allowed root, usable in mount options."""
-    if not raw:
-        raise InvalidInput("target is empty")
-    if _has_control_chars(raw):
-        raise InvalidInput(f"target {raw!r} contains control characters")
-    if len(raw.encode()) >= PATH_MAX:
-        raise InvalidInput(f"target is longer than {PATH_MAX - 1} bytes")
+    path_text(raw, "target")
     if not raw.startswith("/"):
         raise InvalidInput(f"target {raw!r} is not an absolute path")
     if ".." in raw.split("/"):
@@ -63,12 +69,7 @@ def target(raw: str, allowed_roots: tuple[str, ...]) -> str:
 
 def source(raw: str) -> str:
     """The canonical SOURCE: it exists, resolves, and can be read."""
-    if not raw:
-        raise InvalidInput("source is empty")
-    if _has_control_chars(raw):
-        raise InvalidInput(f"source {raw!r} contains control characters")
-    if len(raw.encode()) >= PATH_MAX:
-        raise InvalidInput(f"source is longer than {PATH_MAX - 1} bytes")
+    path_text(raw, "source")
     if not os.path.lexists(raw):
         raise NotFound(f"source {raw} does not exist")
     try:
