@@ -29,7 +29,7 @@ class OverlayStatus:
     spec: OverlaySpec
     state: str  # active, failed, inactive, or activating/deactivating
     size_limit_bytes: int | None
-    upper_used_bytes: int
+    upper_used_bytes: int | None
 
     def to_json(self) -> dict[str, Any]:
         spec = self.spec
@@ -87,12 +87,14 @@ async def _status(systemd: Systemd, area_unit: str) -> OverlayStatus | None:
         state = overlay_state if overlay_state != "active" else area_state
 
     size_limit = None
-    upper_used = 0
     if area_state == "active":
         stats = os.statvfs(spec.area)
         size_limit = stats.f_blocks * stats.f_frsize
-        if not spec.read_only and os.path.isdir(spec.upper_dir):
-            upper_used = content.used_bytes(spec.upper_dir)
+    # None where there is no upper dir to measure, or the caller may not look
+    # (the area and /var/lib/sdoverlay/NAME are root's, mode 0700).
+    upper_used: int | None = 0 if spec.read_only else None
+    if not spec.read_only and os.access(spec.writable_dir, os.R_OK | os.X_OK) and os.path.isdir(spec.upper_dir):
+        upper_used = content.used_bytes(spec.upper_dir)
     return OverlayStatus(spec, state, size_limit, upper_used)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 
 import pytest
 from dbus_next import Variant
@@ -116,7 +117,7 @@ def test_mount_kind_units_as_properties() -> None:
     assert start[1][1:3] == ["-m", "sdoverlay.populate"]
     # The content unit's program gets the spec back from its argument.
     assert spec_from_metadata(parse_metadata(start[1][3])) == make_spec(source="/tmp/100%")
-    assert content_props["RequiresMountsFor"] == Variant("as", ["/tmp/100%"])
+    assert content_props["RequiresMountsFor"] == Variant("as", [sys.executable, "/tmp/100%"])
     assert content_props["StopWhenUnneeded"] == Variant("b", True)
 
 
@@ -139,7 +140,7 @@ def test_persistent_overlay_keeps_its_writes_under_var_lib() -> None:
     assert "upperdir=/var/lib/sdoverlay/demo/upper," in spec.overlay_options
     area, content_unit, overlay = units.render(spec)
     assert "SourcePath=/etc/sdoverlay.d/demo.conf" in area.text
-    assert "RequiresMountsFor=/tmp/src /var/lib/sdoverlay/demo" in content_unit.text
+    assert f"RequiresMountsFor={sys.executable} /tmp/src /var/lib/sdoverlay/demo" in content_unit.text
     assert "RequiresMountsFor=/var/lib/sdoverlay/demo" in overlay.text
 
 

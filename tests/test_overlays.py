@@ -214,8 +214,14 @@ def test_non_root_caller_is_refused_and_nothing_created(bed: Container) -> None:
         assert "InteractiveAuthorizationRequired" in result.stderr
         assert result.stderr.count("\n") == 1
         assert snapshot(bed) == before
-    # Reading is for everyone.
+    # Reading is for everyone; what the caller may not see is null, not 0.
     assert bed.sdoverlay("list", "--json", user=NOBODY, check=True).stdout.strip() == "[]"
+    bed.sdoverlay("apply", "rootonly", "/srv/src", "/usr/share/doc", check=True)
+    bed.sh("echo x > /usr/share/doc/written.txt")
+    (entry,) = json.loads(bed.sdoverlay("list", "--json", user=NOBODY, check=True).stdout)
+    assert entry["name"] == "rootonly" and entry["upper_used_bytes"] is None
+    assert entry["size_limit_bytes"] > 0
+    assert listed(bed)["rootonly"]["upper_used_bytes"] > 0
 
 
 def test_non_root_cannot_remove_root_overlay(bed: Container) -> None:

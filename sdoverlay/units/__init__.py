@@ -52,7 +52,8 @@ def _template(name: str) -> string.Template:
 
 def context(spec: OverlaySpec, python: str = sys.executable) -> dict[str, str]:
     """Every placeholder's value for SPEC; PYTHON runs sdoverlay.populate."""
-    content_mounts = ([spec.source] if spec.source else []) + ([spec.persistent_dir] if spec.persistent else [])
+    # Everything the content unit reads or writes, its own interpreter too.
+    content_mounts = [python] + ([spec.source] if spec.source else []) + ([spec.persistent_dir] if spec.persistent else [])
     return {
         "name": spec.name,
         "target": spec.target,
