@@ -170,3 +170,24 @@ def test_removing_a_vendor_overlay_masks_its_dropin(bed: Container) -> None:
     bed.run(["systemctl", "daemon-reload"])  # stays masked
     assert overlay_units(bed) == [] and listed(bed) == {}
     assert not os.path.exists("/etc/sdoverlay.d/vendor.conf")  # the host is untouched
+
+
+def test_hotfix_of_usr_itself_survives_a_reboot(tmp_path: Path) -> None:
+    """`ostree admin unlock --hotfix`, named: all of /usr, kept across reboots."""
+    etc, state = tmp_path / "etc-dropins", tmp_path / "state"
+    etc.mkdir()
+    state.mkdir()
+    binds = (f"{generator_dir(tmp_path)}:/etc/systemd/system-generators", f"{etc}:/etc/sdoverlay.d",
+             f"{state}:/var/lib/sdoverlay")
+    with Container(binds=binds) as bed:
+        entry = json.loads(bed.sdoverlay("unlock", "--hotfix", "--json", check=True).stdout)
+        assert entry["name"] == "usr" and entry["kind"] == "service" and entry["persistent"] is True
+        bed.sh("printf '#!/bin/sh\\necho hotfixed\\n' > /usr/bin/sdo-fix && chmod +x /usr/bin/sdo-fix")
+    with Container(binds=binds) as bed:  # the reboot
+        assert state_of(bed) in ("running", "degraded")
+        assert bed.run(["sdo-fix"]).stdout == "hotfixed\n"
+        assert monotonic(bed, "usroverlay-usr.service") <= monotonic(bed, "local-fs.target")
+        bed.sdoverlay("remove", "usr", check=True)
+        assert bed.run(["test", "-e", "/usr/bin/sdo-fix"], check=False).returncode != 0
+        assert overlay_units(bed) == [] and listed(bed) == {}
+    assert list(etc.iterdir()) == [] and list(state.iterdir()) == []
