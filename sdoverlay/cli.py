@@ -12,13 +12,29 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn, TypeVar
+from typing import NoReturn, TypeVar
 
 import click
 
-from sdoverlay import __version__, audit, config, identity, overlays, paths, persistence, sizes, validate
+from sdoverlay import (
+    __version__,
+    audit,
+    config,
+    identity,
+    overlays,
+    paths,
+    persistence,
+    sizes,
+    validate,
+)
 from sdoverlay.bus import Systemd
-from sdoverlay.errors import ExitCode, InvalidInput, LimitExceeded, OperationFailed, SdoverlayError
+from sdoverlay.errors import (
+    ExitCode,
+    InvalidInput,
+    LimitExceeded,
+    OperationFailed,
+    SdoverlayError,
+)
 from sdoverlay.overlays import OverlayStatus
 from sdoverlay.spec import DEFAULT_SIZE, OverlaySpec
 
@@ -43,25 +59,26 @@ def _on_bus(operation: Callable[[Systemd], Awaitable[T]]) -> T:
     return asyncio.run(connected())
 
 
-def _execute(verb: str, request: dict[str, Any], operation: Callable[[], T]) -> T:
-    """Run OPERATION; audit its outcome under VERB with the REQUEST's fields."""
-    fields = {"verb": verb, "owner_uid": identity.caller_uid(), "session": identity.session_id(),
-              "name": "", "target": "", "source": ""}
-    fields.update({key: str(value) for key, value in request.items() if value is not None})
+def _execute(verb: str, request: dict[str, str | None], operation: Callable[[], T]) -> T:
+    """Run OPERATION; audit its outcome under VERB: the REQUEST's name, target
+    and source on refusal or failure, the overlay's own on success."""
+
+    def event(kind: str, result: str, name: str, target: str, source: str, owner_uid: int) -> audit.Event:
+        return audit.Event(event=kind, verb=verb, name=name, target=target, source=source,
+                           owner_uid=owner_uid, session=identity.session_id(), result=result)
+
     try:
-        result = operation()
+        outcome = operation()
     except SdoverlayError as error:
-        event = "failed" if error.exit_code == ExitCode.FAILED else "refused"
-        audit.record(audit.Event(event=event, result=error.message, **fields))
+        kind = "failed" if error.exit_code == ExitCode.FAILED else "refused"
+        audit.record(event(kind, error.message, request.get("name") or "", request.get("target") or "",
+                           request.get("source") or "", identity.caller_uid()))
         _die(error)
-    if isinstance(result, OverlayStatus):
-        fields.update(name=result.spec.name, target=result.spec.target, source=result.spec.source or "",
-                      owner_uid=result.spec.owner_uid)
-    elif isinstance(result, OverlaySpec):
-        fields.update(name=result.name, target=result.target, source=result.source or "", owner_uid=result.owner_uid)
-    event = {"apply": "applied", "unlock": "applied", "reset": "reset", "remove": "removed", "persist": "persisted"}[verb]
-    audit.record(audit.Event(event=event, result="ok", **fields))
-    return result
+    spec = outcome.spec if isinstance(outcome, OverlayStatus) else outcome
+    assert isinstance(spec, OverlaySpec)
+    kind = {"apply": "applied", "unlock": "applied", "reset": "reset", "remove": "removed", "persist": "persisted"}[verb]
+    audit.record(event(kind, "ok", spec.name, spec.target, spec.source or "", spec.owner_uid))
+    return outcome
 
 
 def _human_bytes(count: int | None) -> str:

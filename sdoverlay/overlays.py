@@ -6,17 +6,34 @@ either finishes or rolls back what it created.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime
 import os
-import asyncio
 import time
 from typing import Any
 
-from sdoverlay import content, diagnostics, kinds, mountinfo, paths, sizes, spec as spec_module, unitfile, units
-from sdoverlay.config import Config
+from sdoverlay import (
+    content,
+    diagnostics,
+    kinds,
+    mountinfo,
+    paths,
+    sizes,
+    unitfile,
+    units,
+)
+from sdoverlay import spec as spec_module
 from sdoverlay.bus import UNIT, Systemd
-from sdoverlay.errors import Conflict, LimitExceeded, NotFound, OperationFailed, PermissionDenied, SdoverlayError
+from sdoverlay.config import Config
+from sdoverlay.errors import (
+    Conflict,
+    LimitExceeded,
+    NotFound,
+    OperationFailed,
+    PermissionDenied,
+    SdoverlayError,
+)
 from sdoverlay.spec import OverlaySpec
 
 MOUNT = "org.freedesktop.systemd1.Mount"

@@ -68,6 +68,7 @@ _SECONDS_AS_USEC = {"StartLimitIntervalSec": "StartLimitIntervalUSec"}
 def to_properties(text: str) -> list[list[object]]:
     """The (name, Variant) list StartTransientUnit takes for this unit file."""
     merged: dict[str, object] = {}
+    lists: dict[str, list[object]] = {}  # the multi-valued keys, assignments added up
     for _section, key, raw in parse(text):
         if key in _SECONDS_AS_USEC:
             if not raw.isdigit():
@@ -83,7 +84,9 @@ def to_properties(text: str) -> list[list[object]]:
         elif signature == "b":
             merged[key] = _boolean(value)
         elif signature == "as":
-            merged.setdefault(key, []).extend(value.split())  # type: ignore[union-attr]
+            merged[key] = lists.setdefault(key, [])
+            lists[key].extend(value.split())
         elif signature == "a(sasb)":
-            merged.setdefault(key, []).append(_exec_command(value))  # type: ignore[union-attr]
+            merged[key] = lists.setdefault(key, [])
+            lists[key].append(_exec_command(value))
     return [[key, Variant(PROPERTY_SIGNATURES[key], value)] for key, value in merged.items()]

@@ -11,8 +11,8 @@ import os
 import stat
 
 from sdoverlay import paths
-from sdoverlay.sizes import PAGE
 from sdoverlay.errors import InvalidInput, NotFound
+from sdoverlay.sizes import PAGE
 
 PATH_MAX = 4096  # including the terminating NUL
 UNIT_NAME_MAX = 255

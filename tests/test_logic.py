@@ -9,7 +9,17 @@ import sys
 import pytest
 from dbus_next import Variant
 
-from sdoverlay import config, identity, mountinfo, paths, sizes, unitfile, units, unmounter, validate
+from sdoverlay import (
+    config,
+    identity,
+    mountinfo,
+    paths,
+    sizes,
+    unitfile,
+    units,
+    unmounter,
+    validate,
+)
 from sdoverlay.errors import InvalidInput
 from sdoverlay.sizes import SIZE_PATTERN
 from sdoverlay.spec import OverlaySpec, parse_metadata, spec_from_metadata
