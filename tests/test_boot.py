@@ -10,7 +10,7 @@ from tests.test_overlays import listed, overlay_units
 from tests.testbed import VENV, Container
 
 GENERATOR = str(VENV / "bin" / "sdoverlay-generator")
-INSTALL_GENERATOR = f"mkdir -p /etc/systemd/system-generators && ln -sf {GENERATOR} /etc/systemd/system-generators/"
+INSTALL_GENERATOR = f"mkdir -p /etc/systemd/system-generators && ln -sf {GENERATOR} /etc/systemd/system-generators/\n"
 
 
 def generator_dir(tmp_path: Path) -> str:
@@ -191,3 +191,17 @@ def test_hotfix_of_usr_itself_survives_a_reboot(tmp_path: Path) -> None:
         assert bed.run(["test", "-e", "/usr/bin/sdo-fix"], check=False).returncode != 0
         assert overlay_units(bed) == [] and listed(bed) == {}
     assert list(etc.iterdir()) == [] and list(state.iterdir()) == []
+
+
+def test_persist_a_read_only_overlay(bed: Container) -> None:
+    bed.sh(INSTALL_GENERATOR + "mkdir -p /srv/src && echo shipped > /srv/src/shipped.txt")
+    bed.sdoverlay("apply", "--read-only", "ro", "/srv/src", "/usr/share/doc", check=True)
+    entry = json.loads(bed.sdoverlay("persist", "ro", "--json", check=True).stdout)
+    assert entry["persistent"] is True and entry["read_only"] is True
+    assert "ReadOnly=yes" in bed.run(["cat", "/etc/sdoverlay.d/ro.conf"]).stdout
+    assert bed.run(["cat", "/usr/share/doc/shipped.txt"]).stdout == "shipped\n"
+    assert bed.run(["touch", "/usr/share/doc/x"], check=False).returncode != 0
+    assert bed.sh("ls -A /var/lib/sdoverlay/ro").stdout.split() == ["content"]
+    bed.sdoverlay("remove", "ro", check=True)
+    assert overlay_units(bed) == [] and listed(bed) == {}
+    assert bed.run(["test", "-e", "/var/lib/sdoverlay/ro"], check=False).returncode != 0
