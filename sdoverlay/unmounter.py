@@ -22,7 +22,18 @@ def unmount_tool_files() -> frozenset[str]:
     """umount(8) and the shared objects it maps, with symlinks resolved."""
     files = {os.path.realpath(UMOUNT)}
     # ldd on a system binary is safe (it is only unsafe on untrusted ones).
-    listing = subprocess.run(["ldd", UMOUNT], capture_output=True, text=True, check=False).stdout
+    try:
+        completed = subprocess.run(["ldd", UMOUNT], capture_output=True, text=True, check=False)
+    except OSError:
+        completed = None
+    if completed is not None and completed.returncode == 0:
+        listing = completed.stdout
+    else:
+        # No ldd (it is part of the C library's tools, not of every image):
+        # the libraries this process maps come from the same dirs (libc, the
+        # loader), which is where umount's own are found too.
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            listing = "\n".join(line.split()[-1] for line in maps if ".so" in line)
     for match in re.finditer(r"(/\S+)", listing):
         files.add(os.path.realpath(match.group(1)))
     return frozenset(files)

@@ -256,3 +256,16 @@ def test_tmpfs_size_bytes() -> None:
     assert sizes.tmpfs_size_bytes("1M") == 1048576
     assert sizes.tmpfs_size_bytes("10k") == 12288  # rounded up to pages
     assert sizes.tmpfs_size_bytes("100%") == sizes.mem_total_bytes() // 4096 * 4096
+
+
+def test_lazy_unmount_without_ldd_falls_back_to_this_process_libraries(monkeypatch) -> None:
+    unmounter.unmount_tool_files.cache_clear()
+    monkeypatch.setenv("PATH", "/nonexistent")  # no ldd to be found
+    try:
+        files = unmounter.unmount_tool_files()
+    finally:
+        unmounter.unmount_tool_files.cache_clear()
+    libc_dir = next(p for p in files if "/libc.so" in p).rsplit("/", 1)[0]
+    assert unmounter.needs_lazy_unmount(libc_dir, files)
+    assert unmounter.needs_lazy_unmount("/usr/bin", files)
+    assert not unmounter.needs_lazy_unmount("/usr/share/doc", files)
