@@ -5,7 +5,6 @@ One place for each of these facts, shared by the CLI and (later) the generator.
 
 from __future__ import annotations
 
-import os
 import re
 import string
 
@@ -88,8 +87,3 @@ def default_unlock_name(target: str) -> str:
     parts = [p for p in target.split("/") if p] or ["root"]
     name = "-".join(re.sub(r"[^A-Za-z0-9_]", "_", p) for p in parts)
     return name[:64]
-
-
-def canonical_target(target: str) -> str:
-    """TARGET with symlinks resolved; it must be absolute."""
-    return os.path.realpath(target)
