@@ -25,9 +25,10 @@ def _like_target(path: str, target_stat: os.stat_result) -> None:
 
 
 def populate(spec: OverlaySpec) -> None:
-    """Fill SPEC's area: copy SOURCE in, unless done already, and create
-    missing upper and work dirs. Run by the overlay's content unit, at
-    apply, at boot, and again after a reset (which keeps the content)."""
+    """Copy SOURCE into SPEC's area, unless done already: checked, owned by
+    root, its root dir like TARGET's. Run by the overlay's content unit, at
+    apply, at boot, and again after a reset (which keeps the content); the
+    unit's other commands make the upper and work dirs."""
     target_stat = os.stat(spec.target)
     if spec.source is not None and not os.path.isdir(spec.content_dir):
         # Copied beside, renamed into place when complete: a content dir that
@@ -46,14 +47,6 @@ def populate(spec: OverlaySpec) -> None:
             _own_by_root(partial)
         _like_target(partial, target_stat)
         os.rename(partial, spec.content_dir)
-    if not spec.read_only:
-        if spec.persistent:
-            os.makedirs(spec.persistent_dir, 0o700, exist_ok=True)
-        if not os.path.isdir(spec.upper_dir):
-            os.mkdir(spec.upper_dir, 0o700)
-            _like_target(spec.upper_dir, target_stat)
-        if not os.path.isdir(spec.work_dir):
-            os.mkdir(spec.work_dir, 0o700)
 
 
 def remove_writable_layers(spec: OverlaySpec) -> None:

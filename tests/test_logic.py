@@ -123,10 +123,15 @@ def test_mount_kind_units_as_properties() -> None:
     assert overlay_props["After"] == Variant("as", ["run-usroverlay-demo.mount", "usroverlay-demo-content.service"])
     assert overlay_props["LazyUnmount"] == Variant("b", False)
     content_props = dict(unitfile.to_properties(content_unit.text))
-    (start,) = content_props["ExecStart"].value
-    assert start[1][1:3] == ["-m", "sdoverlay.populate"]
+    copy, upper, work = content_props["ExecStart"].value
+    assert copy[1][1:3] == ["-m", "sdoverlay.populate"]
     # The content unit's program gets the spec back from its argument.
-    assert spec_from_metadata(parse_metadata(start[1][3])) == make_spec(source="/tmp/100%")
+    assert spec_from_metadata(parse_metadata(copy[1][3])) == make_spec(source="/tmp/100%")
+    # Upper and work dirs: coreutils; the upper root like TARGET, made only where missing.
+    doc = os.stat("/usr/share/doc")
+    assert upper[1] == ["/bin/sh", "-c", "test -d /run/usroverlay/demo/upper || exec /usr/bin/install -d "
+                        f"-m {doc.st_mode & 0o7777:04o} -o {doc.st_uid} -g {doc.st_gid} /run/usroverlay/demo/upper"]
+    assert work[1] == ["/usr/bin/install", "-d", "-m", "0700", "/run/usroverlay/demo/work"]
     assert content_props["RequiresMountsFor"] == Variant("as", [sys.executable, "/tmp/100%"])
     assert content_props["StopWhenUnneeded"] == Variant("b", True)
 
@@ -142,6 +147,16 @@ def test_service_kind_units_as_properties() -> None:
     (stop,) = props["ExecStop"].value
     assert stop[1] == ["/usr/bin/umount", "-l", "/usr"]
     assert props["DefaultDependencies"] == Variant("b", False)
+
+
+def test_content_unit_of_an_overlay_without_source_starts_no_python() -> None:
+    _, content_unit, _ = units.render(make_spec(source=None, persistent=True))
+    commands = [command[1][0] for command in dict(unitfile.to_properties(content_unit.text))["ExecStart"].value]
+    assert commands == ["/usr/bin/install", "/bin/sh", "/usr/bin/install"]
+    assert "RequiresMountsFor=/var/lib/sdoverlay/demo\n" in content_unit.text
+    _, read_only_content, _ = units.render(make_spec(read_only=True))
+    (only,) = dict(unitfile.to_properties(read_only_content.text))["ExecStart"].value
+    assert only[1][1:3] == ["-m", "sdoverlay.populate"]
 
 
 def test_persistent_overlay_keeps_its_writes_under_var_lib() -> None:

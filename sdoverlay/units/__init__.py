@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import re
+import stat
 import string
 import sys
 from pathlib import Path
@@ -50,10 +52,33 @@ def _template(name: str) -> string.Template:
     return string.Template((_TEMPLATES / name).read_text(encoding="utf-8"))
 
 
+def _writable_layer_commands(spec: OverlaySpec) -> dict[str, str]:
+    """The content unit's commands that create missing upper and work dirs.
+
+    The upper root takes TARGET's owner and mode: the merged root of an
+    overlay shows the topmost layer's root, and applying an overlay must not
+    change TARGET's own permissions. It is created only where missing, so a
+    persistent upper keeps what was done to the merged root itself.
+    """
+    if spec.read_only:
+        return {"make_persistent_dir": "", "make_upper": "", "make_work": ""}
+    target = os.stat(spec.target)
+    make_upper = (
+        f"test -d {spec.upper_dir} || exec /usr/bin/install -d -m {stat.S_IMODE(target.st_mode):04o} "
+        f"-o {target.st_uid} -g {target.st_gid} {spec.upper_dir}"
+    )
+    return {
+        "make_persistent_dir": f"/usr/bin/install -d -m 0700 {spec.persistent_dir}" if spec.persistent else "",
+        "make_upper": "/bin/sh -c " + exec_quote(make_upper),
+        "make_work": f"/usr/bin/install -d -m 0700 {spec.work_dir}",
+    }
+
+
 def context(spec: OverlaySpec, python: str = sys.executable) -> dict[str, str]:
     """Every placeholder's value for SPEC; PYTHON runs sdoverlay.populate."""
     # Everything the content unit reads or writes, its own interpreter too.
-    content_mounts = [python] + ([spec.source] if spec.source else []) + ([spec.persistent_dir] if spec.persistent else [])
+    content_mounts = ([python, spec.source] if spec.source else []) + ([spec.persistent_dir] if spec.persistent else [])
+    copy_source = f"{exec_quote(python)} -m sdoverlay.populate {exec_quote(spec.metadata_options)}" if spec.source else ""
     return {
         "name": spec.name,
         "target": spec.target,
@@ -64,8 +89,8 @@ def context(spec: OverlaySpec, python: str = sys.executable) -> dict[str, str]:
         "dropin": unit_escape(spec.dropin),
         "area_options": unit_escape(spec.area_options),
         "overlay_options": unit_escape(spec.overlay_options),
-        "metadata_options": exec_quote(spec.metadata_options),
-        "python": exec_quote(python),
+        "copy_source": copy_source,
+        **_writable_layer_commands(spec),
         "content_mounts": " ".join(unit_escape(path) for path in content_mounts),
         "writable_mounts": spec.persistent_dir if spec.persistent else "",
         "lazy_unmount": "yes" if spec.lazy_unmount else "no",
