@@ -30,7 +30,6 @@ from sdoverlay import (
 from sdoverlay.bus import Systemd
 from sdoverlay.errors import (
     ExitCode,
-    InvalidInput,
     LimitExceeded,
     OperationFailed,
     SdoverlayError,
@@ -145,8 +144,7 @@ def _create(name: str, target: str, source: str | None, read_only: bool, size: s
             allow_world_writable: bool = False, hotfix: bool = False) -> OverlayStatus:
     """Check everything, then apply. Nothing is created before all checks pass."""
     validate.name(name)
-    if not sizes.SIZE_PATTERN.fullmatch(size):
-        raise InvalidInput(f"invalid size {size!r}: use a number with an optional k, M or G suffix, or a percentage of RAM")
+    validate.size(size)
     limits = config.load()
     resolved_target = validate.target(target, limits.allowed_roots)
     resolved_source = None

@@ -37,7 +37,7 @@ def populate(spec: OverlaySpec) -> None:
         if os.path.lexists(partial):
             shutil.rmtree(partial)
         os.mkdir(partial, 0o700)
-        _copy(spec.source, partial)
+        copy_in(spec.source, partial)
         # Checked again on the copy, which only root can change: SOURCE may
         # have changed since it was checked (and a FIFO is copied, not read).
         validate.content(
@@ -85,8 +85,11 @@ def _own_path_by_root(path: str) -> None:
         os.setxattr(path, validate.CAPABILITY_XATTR, capabilities)
 
 
-def _copy(source: str, content_dir: str) -> None:
-    """Snapshot SOURCE: a file lands as content/basename, a dir's entries in content/."""
+def copy_in(source: str, content_dir: str) -> None:
+    """Snapshot SOURCE with cp -a: a file lands as content/basename, a dir's
+    entries in content/. cp -a also keeps what an upper dir means to
+    overlayfs (whiteouts are 0:0 character devices, opaque dirs
+    trusted.overlay.* xattrs), which `persist` relies on."""
     if os.path.isdir(source):
         command = ["cp", "-a", "-T", "--", source, content_dir]
     else:

@@ -24,7 +24,6 @@ import sys
 
 from sdoverlay import config, ini, kinds, mountinfo, paths, units, validate
 from sdoverlay.errors import SdoverlayError
-from sdoverlay.sizes import SIZE_PATTERN
 from sdoverlay.spec import DEFAULT_SIZE, OverlaySpec
 
 DROPIN_DIRS = ["/etc/sdoverlay.d", "/run/sdoverlay.d", "/usr/local/lib/sdoverlay.d", "/usr/lib/sdoverlay.d"]
@@ -111,8 +110,6 @@ def parse_dropin(path: str, allowed_roots: tuple[str, ...], mounts: list[mountin
     size = values.get("Size", DEFAULT_SIZE)
     if "Target" not in values:
         raise DropinError("Target= is missing")
-    if not SIZE_PATTERN.fullmatch(size):
-        raise DropinError(f"Size={size} is not a size")
     if read_only and source is None:
         raise DropinError("ReadOnly=yes needs a Source=")
     if source is not None and not source.startswith("/"):
@@ -121,6 +118,7 @@ def parse_dropin(path: str, allowed_roots: tuple[str, ...], mounts: list[mountin
         if source is not None:
             validate.path_text(source, "source")
         validate.name(name)
+        validate.size(size)
         # SOURCE is not checked here: it may live on a file system that is
         # not mounted yet. The content unit checks it (RequiresMountsFor=).
         target = validate.target(values["Target"], allowed_roots)

@@ -285,8 +285,9 @@ async def apply(systemd: Systemd, spec: OverlaySpec) -> OverlayStatus:
     return await find(systemd, spec.name)
 
 
-async def start_generated(systemd: Systemd, spec: OverlaySpec) -> str | None:
-    """Start the overlay of SPEC, whose units the generator wrote; why it failed, or None."""
+async def start_overlay(systemd: Systemd, spec: OverlaySpec) -> str | None:
+    """Start SPEC's existing overlay unit (pulling in its area and content
+    units) and wait; why it failed, or None."""
     since = time.time(), time.monotonic()
     result = await systemd.start_unit(spec.overlay_unit)
     if result == "done":
@@ -330,10 +331,8 @@ async def bring_up(systemd: Systemd, spec: OverlaySpec, verb: str) -> None:
     filled content. If the overlay cannot be mounted, the hold stays, so
     that nothing applied is lost: the overlay is listed as failed.
     """
-    since = time.time(), time.monotonic()
-    result = await systemd.start_unit(spec.overlay_unit)
-    if result != "done":
-        reason = await _explain_failed(systemd, spec.units, result, since)
+    reason = await start_overlay(systemd, spec)
+    if reason is not None:
         raise OperationFailed(f"cannot {verb} overlay {spec.name!r}: {reason}; its area is kept")
     await release_hold(systemd, spec)
 

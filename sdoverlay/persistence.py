@@ -11,9 +11,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import subprocess
 
-from sdoverlay import overlays
+from sdoverlay import content, overlays
 from sdoverlay.bus import Systemd
 from sdoverlay.errors import Conflict, OperationFailed, SdoverlayError
 from sdoverlay.generator import DROPIN_DIRS, SECTION
@@ -82,7 +81,7 @@ async def _activate(systemd: Systemd, spec: OverlaySpec, verb: str) -> OverlaySt
             f"cannot {verb} overlay {spec.name!r}: systemd has no unit for {spec.dropin} after daemon-reload; "
             "is sdoverlay-generator installed (see README, 'make install')? Check the journal for its message"
         )
-    failure = await overlays.start_generated(systemd, spec)
+    failure = await overlays.start_overlay(systemd, spec)
     if failure is not None:
         raise OperationFailed(f"cannot {verb} overlay {spec.name!r}: {failure}")
     return await overlays.find(systemd, spec.name)
@@ -115,15 +114,6 @@ async def hotfix(systemd: Systemd, spec: OverlaySpec) -> OverlayStatus:
         raise
 
 
-def _copy_tree(source: str, destination: str) -> None:
-    # cp -a keeps what the upper dir means to overlayfs: whiteouts (0:0
-    # character devices) and trusted.overlay.* xattrs (opaque dirs).
-    completed = subprocess.run(["cp", "-a", "-T", "--", source, destination], capture_output=True, text=True, check=False)
-    if completed.returncode != 0:
-        lines = completed.stderr.strip().splitlines()
-        raise OperationFailed(f"cannot copy {source}: {lines[0] if lines else 'cp failed'}")
-
-
 async def persist(systemd: Systemd, name: str, caller_uid: int, force: bool) -> OverlayStatus:
     """Turn live overlay NAME into a persistent one, keeping its content and its writes."""
     status = await overlays.find(systemd, name)
@@ -146,9 +136,9 @@ async def persist(systemd: Systemd, name: str, caller_uid: int, force: bool) -> 
     try:
         os.makedirs(new.persistent_dir, 0o700)
         if old.source is not None:
-            _copy_tree(old.content_dir, new.source)  # type: ignore[arg-type]
+            content.copy_in(old.content_dir, new.source)  # type: ignore[arg-type]
         if not old.read_only:
-            _copy_tree(old.upper_dir, new.upper_dir)
+            content.copy_in(old.upper_dir, new.upper_dir)
         write_dropin(new, f"Written by `sdoverlay persist {name}`.")
     except (OSError, SdoverlayError) as error:
         shutil.rmtree(new.persistent_dir, ignore_errors=True)

@@ -12,7 +12,7 @@ import stat
 
 from sdoverlay import paths
 from sdoverlay.errors import InvalidInput, NotFound
-from sdoverlay.sizes import PAGE
+from sdoverlay.sizes import PAGE, SIZE_PATTERN
 
 PATH_MAX = 4096  # including the terminating NUL
 UNIT_NAME_MAX = 255
@@ -29,6 +29,15 @@ def name(value: str) -> str:
     reason = paths.check_name(value)
     if reason:
         raise InvalidInput(f"invalid overlay name {value!r}: {reason}")
+    return value
+
+
+def size(value: str) -> str:
+    """A tmpfs size= value sdoverlay passes on: bytes with k/M/G, or a percentage."""
+    if not SIZE_PATTERN.fullmatch(value):
+        raise InvalidInput(
+            f"invalid size {value!r}: use a number with an optional k, M or G suffix, or a percentage of RAM"
+        )
     return value
 
 

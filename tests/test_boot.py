@@ -21,6 +21,17 @@ def generator_dir(tmp_path: Path) -> str:
     return str(directory)
 
 
+def kept_across_reboots(tmp_path: Path) -> tuple[Path, Path, tuple[str, ...]]:
+    """Host dirs for /etc/sdoverlay.d and /var/lib/sdoverlay, and the binds
+    that give every container booted with them the generator and both."""
+    etc, state = tmp_path / "etc-dropins", tmp_path / "state"
+    etc.mkdir()
+    state.mkdir()
+    binds = (f"{generator_dir(tmp_path)}:/etc/systemd/system-generators", f"{etc}:/etc/sdoverlay.d",
+             f"{state}:/var/lib/sdoverlay")
+    return etc, state, binds
+
+
 def source_dir(tmp_path: Path) -> str:
     directory = tmp_path / "src"
     directory.mkdir()
@@ -100,11 +111,7 @@ def test_persistent_writes_survive_a_reboot_transient_ones_do_not(tmp_path: Path
 
 
 def test_persist_a_live_overlay_then_reboot_then_remove(tmp_path: Path) -> None:
-    etc, state = tmp_path / "etc-dropins", tmp_path / "state"
-    etc.mkdir()
-    state.mkdir()
-    binds = (f"{generator_dir(tmp_path)}:/etc/systemd/system-generators", f"{etc}:/etc/sdoverlay.d",
-             f"{state}:/var/lib/sdoverlay")
+    etc, state, binds = kept_across_reboots(tmp_path)
     with Container(binds=binds) as bed:
         bed.sh("mkdir -p /srv/src && echo applied > /srv/src/applied.txt")
         bed.sdoverlay("apply", "live", "/srv/src", "/usr/share/doc", check=True)
@@ -174,11 +181,7 @@ def test_removing_a_vendor_overlay_masks_its_dropin(bed: Container) -> None:
 
 def test_hotfix_of_usr_itself_survives_a_reboot(tmp_path: Path) -> None:
     """`ostree admin unlock --hotfix`, named: all of /usr, kept across reboots."""
-    etc, state = tmp_path / "etc-dropins", tmp_path / "state"
-    etc.mkdir()
-    state.mkdir()
-    binds = (f"{generator_dir(tmp_path)}:/etc/systemd/system-generators", f"{etc}:/etc/sdoverlay.d",
-             f"{state}:/var/lib/sdoverlay")
+    etc, state, binds = kept_across_reboots(tmp_path)
     with Container(binds=binds) as bed:
         entry = json.loads(bed.sdoverlay("unlock", "--hotfix", "--json", check=True).stdout)
         assert entry["name"] == "usr" and entry["kind"] == "service" and entry["persistent"] is True
