@@ -12,17 +12,9 @@ import sys
 
 from systemd import journal
 
-MESSAGE_IDS = {
-    "applied": "3a8a135b4a5b4f5792bf7d6eaac70816",
-    "reset": "325a79d6fdb24b88957c8bede9aebdfe",
-    "removed": "e598ce37a4aa410fa7f84686973e347e",
-    "refused": "b42aafb602eb45ada0e64f18c0956bc0",
-    "failed": "d2bd8852215f47e5be59034077be1d0f",
-    "persisted": "d8199e8f784648fba8e5eaa6ea507fb5",
-}
+from sdoverlay.events import MESSAGE_IDS, PRIORITIES
+
 _EVENTS_BY_ID = {message_id: event for event, message_id in MESSAGE_IDS.items()}
-_PRIORITY = {"applied": journal.LOG_NOTICE, "reset": journal.LOG_NOTICE, "removed": journal.LOG_NOTICE,
-             "refused": journal.LOG_WARNING, "failed": journal.LOG_ERR, "persisted": journal.LOG_NOTICE}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +37,7 @@ def record(event: Event) -> None:
         journal.send(
             message,
             MESSAGE_ID=MESSAGE_IDS[event.event],
-            PRIORITY=str(_PRIORITY[event.event]),
+            PRIORITY=str(PRIORITIES[event.event]),
             SYSLOG_IDENTIFIER="sdoverlay",
             SDOVERLAY_EVENT=event.event,
             SDOVERLAY_VERB=event.verb,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -29,6 +30,20 @@ _JOB_REMOVED_MATCH = (
     f"type='signal',sender='{SYSTEMD}',path='{MANAGER_PATH}',"
     f"interface='{MANAGER}',member='JobRemoved'"
 )
+# As bus-wait-for-jobs.c does: know when PID 1 leaves the bus (daemon-reexec,
+# or its API bus connection dropped), since then a JobRemoved can be lost.
+_SYSTEMD_OWNER_MATCH = (
+    "type='signal',sender='org.freedesktop.DBus',path='/org/freedesktop/DBus',"
+    f"interface='org.freedesktop.DBus',member='NameOwnerChanged',arg0='{SYSTEMD}'"
+)
+
+# Every call is bounded: sd-bus' default method timeout.
+CALL_TIMEOUT = 25.0
+# How long a job may run before sdoverlay stops waiting and says so (systemd's
+# own job and unit timeouts, 90 s for a mount, normally end it long before).
+JOB_TIMEOUT = 300.0
+# How often a job that sent no JobRemoved is looked at (is it still queued?).
+JOB_POLL = 2.0
 
 _PERMISSION_ERRORS = {
     "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired",
@@ -43,9 +58,28 @@ def _error_for(error_name: str, text: str, action: str) -> Exception:
         return PermissionDenied(f"{action}: permission denied by systemd/polkit ({error_name}); run as root")
     if error_name == "org.freedesktop.systemd1.UnitExists":
         return Conflict(message)
-    if error_name == "org.freedesktop.systemd1.NoSuchUnit":
+    if error_name in ("org.freedesktop.systemd1.NoSuchUnit", "org.freedesktop.systemd1.NoSuchJob",
+                      "org.freedesktop.DBus.Error.UnknownObject"):
         return NotFound(message)
     return OperationFailed(message)
+
+
+# What the bus answers while PID 1 is not on it (daemon-reexec).
+_PID1_AWAY = {
+    "org.freedesktop.DBus.Error.NoReply",
+    "org.freedesktop.DBus.Error.ServiceUnknown",
+    "org.freedesktop.DBus.Error.NameHasNoOwner",
+    "org.freedesktop.DBus.Error.Disconnected",
+}
+# Manager methods that are safe to ask again: they read, or (Reload) do the
+# same thing twice. Never one that creates a job: a lost reply does not mean
+# the job was not created.
+_SAFE_TO_REPEAT = {"GetUnit", "LoadUnit", "ListUnitsByPatterns", "ListUnitsByNames", "Reload"}
+
+
+def _copy(message: Message) -> Message:
+    return Message(destination=message.destination, path=message.path, interface=message.interface,
+                   member=message.member, signature=message.signature, body=message.body)
 
 
 def _unwrap(value: Any) -> Any:
@@ -63,41 +97,59 @@ class Systemd:
         self._bus = bus
         self._job_results: dict[str, str] = {}
         self._job_waiters: dict[str, asyncio.Future[str]] = {}
+        # Set whenever PID 1 leaves or rejoins the bus: job waiters look at their jobs then.
+        self._owner_changed = asyncio.Event()
         bus.add_message_handler(self._on_message)
 
     @classmethod
     @contextlib.asynccontextmanager
     async def connect(cls) -> AsyncIterator[Systemd]:
         try:
-            bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
-        except (OSError, DBusError) as error:
-            raise OperationFailed(f"cannot connect to the system bus: {error}") from error
+            bus = await asyncio.wait_for(MessageBus(bus_type=BusType.SYSTEM).connect(), CALL_TIMEOUT)
+        except (OSError, DBusError, asyncio.TimeoutError) as error:
+            raise OperationFailed(f"cannot connect to the system bus: {error or 'timed out'}") from error
         try:
             systemd = cls(bus)
             await systemd._call_bus("AddMatch", "s", [_JOB_REMOVED_MATCH])
+            await systemd._call_bus("AddMatch", "s", [_SYSTEMD_OWNER_MATCH])
             yield systemd
         finally:
             bus.disconnect()
 
     def _on_message(self, message: Message) -> None:
-        if (
-            message.message_type == MessageType.SIGNAL
-            and message.interface == MANAGER
-            and message.member == "JobRemoved"
-        ):
+        if message.message_type != MessageType.SIGNAL:
+            return
+        if message.interface == MANAGER and message.member == "JobRemoved":
             _job_id, job_path, _unit, result = message.body
             self._job_results[job_path] = result
             waiter = self._job_waiters.pop(job_path, None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(result)
+        elif message.member == "NameOwnerChanged" and message.body and message.body[0] == SYSTEMD:
+            self._owner_changed.set()
 
-    async def _send(self, message: Message, action: str) -> list[Any]:
-        reply = await self._bus.call(message)
-        assert reply is not None
-        if reply.message_type == MessageType.ERROR:
+    async def _send(self, message: Message, action: str, timeout: float = CALL_TIMEOUT, retry: bool = False) -> list[Any]:
+        """Call and return the reply's body; bounded by TIMEOUT. RETRY (only
+        for calls that change nothing): while PID 1 is off the bus, as during
+        a daemon-reexec, ask again until it is back or the time is up."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                reply = await asyncio.wait_for(self._bus.call(message), max(0.1, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                raise OperationFailed(f"{action}: no answer on the system bus within {timeout:.0f} s") from None
+            except (OSError, EOFError) as error:
+                raise OperationFailed(f"{action}: the system bus connection failed: {error}") from error
+            if reply is None:
+                raise OperationFailed(f"{action}: no reply on the system bus")
+            if reply.message_type != MessageType.ERROR:
+                return reply.body
+            if retry and reply.error_name in _PID1_AWAY and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+                message = _copy(message)  # a message is sent once: a new serial
+                continue
             text = reply.body[0] if reply.body else ""
             raise _error_for(reply.error_name or "", text, action)
-        return reply.body
 
     async def _call_bus(self, member: str, signature: str, body: list[Any]) -> list[Any]:
         return await self._send(
@@ -123,18 +175,64 @@ class Systemd:
                 body=body,
             ),
             action,
+            retry=member in _SAFE_TO_REPEAT,
         )
 
-    async def _run_job(self, member: str, signature: str, body: list[Any], action: str) -> str:
-        """Call a job-creating method and return the job's result ('done' is success)."""
+    async def _run_job(self, member: str, signature: str, body: list[Any], action: str, unit: str, goal: str) -> str:
+        """Call a job-creating method and return the job's result ('done' is success).
+
+        GOAL ("active" or "inactive") is what UNIT's state is after a
+        successful job: where the JobRemoved signal cannot come (PID 1 left
+        the bus meanwhile, as seen once after 42 unlocks in a row: it ran the
+        job and the CLI waited for ever), the result is read off the unit.
+        """
         (job_path,) = await self._call_manager(member, signature, body, action)
         if job_path in self._job_results:
             return self._job_results.pop(job_path)
         waiter = asyncio.get_running_loop().create_future()
         self._job_waiters[job_path] = waiter
-        result = await waiter
-        self._job_results.pop(job_path, None)
-        return result
+        deadline = time.monotonic() + JOB_TIMEOUT
+        try:
+            while True:
+                self._owner_changed.clear()
+                owner_changed = asyncio.ensure_future(self._owner_changed.wait())
+                done, _ = await asyncio.wait({waiter, owner_changed}, timeout=JOB_POLL,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                owner_changed.cancel()
+                if waiter.done():
+                    return waiter.result()
+                if await self._job_gone(job_path, action):
+                    # Gone without a JobRemoved that reached us: the unit says how it went.
+                    if job_path in self._job_results:
+                        return self._job_results[job_path]
+                    return await self._result_from_state(unit, goal)
+                if time.monotonic() > deadline:
+                    raise OperationFailed(
+                        f"{action}: job {job_path} still runs after {JOB_TIMEOUT:.0f} s; "
+                        "sdoverlay stopped waiting (see 'systemctl list-jobs')"
+                    )
+        finally:
+            self._job_waiters.pop(job_path, None)
+            self._job_results.pop(job_path, None)
+
+    async def _job_gone(self, job_path: str, action: str) -> bool:
+        """Is the job object gone from PID 1? False while PID 1 is not on the bus."""
+        message = Message(destination=SYSTEMD, path=job_path, interface=PROPERTIES, member="Get",
+                          signature="ss", body=["org.freedesktop.systemd1.Job", "State"])
+        try:
+            await self._send(message, action, timeout=JOB_POLL * 2)
+        except NotFound:
+            return True
+        except OperationFailed:
+            return False  # PID 1 away (daemon-reexec) or slow: look again later
+        return False
+
+    async def _result_from_state(self, unit: str, goal: str) -> str:
+        path = await self.unit_path(unit)
+        state = "inactive" if path is None else (await self.unit_properties(path, UNIT))["ActiveState"]
+        if state == goal or (goal == "inactive" and state == "failed"):
+            return "done"
+        return "failed"
 
     async def start_transient_unit(
         self, name: str, properties: list[list[Any]], aux: Sequence[tuple[str, list[list[Any]]]] = ()
@@ -146,20 +244,28 @@ class Systemd:
             "ssa(sv)a(sa(sv))",
             [name, "fail", properties, [[aux_name, aux_properties] for aux_name, aux_properties in aux]],
             f"cannot create {name}",
+            name,
+            "active",
         )
 
     async def start_unit(self, name: str, mode: str = "replace") -> str:
-        return await self._run_job("StartUnit", "ss", [name, mode], f"cannot start {name}")
+        return await self._run_job("StartUnit", "ss", [name, mode], f"cannot start {name}", name, "active")
 
     async def stop_unit(self, name: str, mode: str = "replace") -> str:
-        return await self._run_job("StopUnit", "ss", [name, mode], f"cannot stop {name}")
+        return await self._run_job("StopUnit", "ss", [name, mode], f"cannot stop {name}", name, "inactive")
 
     async def reset_failed_unit(self, name: str) -> None:
         await self._call_manager("ResetFailedUnit", "s", [name], f"cannot reset {name}")
 
     async def reload(self) -> None:
-        """daemon-reload: re-run the generators and load units anew; returns when done."""
-        await self._call_manager("Reload", "", [], "cannot reload systemd")
+        """daemon-reload: re-run the generators and load units anew; returns when done.
+
+        A reload with many units and generators can take longer than an
+        ordinary call (systemctl waits up to its own default, 25 s, too)."""
+        await self._send(
+            Message(destination=SYSTEMD, path=MANAGER_PATH, interface=MANAGER, member="Reload"),
+            "cannot reload systemd", timeout=JOB_TIMEOUT, retry=True,
+        )
 
     async def load_state(self, name: str) -> str:
         """LoadState of unit NAME, loading it if need be ("not-found" when there is no such unit)."""
@@ -185,11 +291,16 @@ class Systemd:
                 body=[interface],
             ),
             f"cannot read properties of {path}",
+            retry=True,
         )
         return {key: _unwrap(value) for key, value in props.items()}
 
     async def list_unit_names(self, patterns: list[str]) -> list[str]:
+        return sorted(await self.list_unit_states(patterns))
+
+    async def list_unit_states(self, patterns: list[str]) -> dict[str, str]:
+        """ActiveState of every loaded unit matching PATTERNS, by name."""
         (units,) = await self._call_manager(
             "ListUnitsByPatterns", "asas", [[], patterns], "cannot list units"
         )
-        return sorted(unit[0] for unit in units)
+        return {unit[0]: unit[3] for unit in units}

@@ -62,9 +62,8 @@ def load() -> Config:
     max_bytes: int | None = None
     for path in config_files():
         try:
-            with open(path, encoding="utf-8") as file:
-                entries = ini.parse(file.read())
-        except (OSError, UnicodeDecodeError, ValueError) as error:
+            entries = ini.parse(ini.read_regular_file(path))
+        except (OSError, ValueError) as error:
             raise InvalidInput(f"invalid configuration {path}: {error}") from error
         for section, key, value in entries:
             where = f"{path}: {key}="

@@ -18,6 +18,11 @@ _SYSLOG_ACTION_READ_ALL = 3
 _SYSLOG_ACTION_SIZE_BUFFER = 10
 _KMSG_LINE = re.compile(r"<\d+>\[\s*(\d+\.\d+)\]\s(.*)")
 _MOUNT_TOOLS = {"mount", "umount", "sdoverlay-populate"}
+# systemd's messages that carry a reason, not only the fact of a failure.
+_SYSTEMD_REASON = re.compile(
+    r"code=\w+, status=\d+/\S+|Failed at step|Failed to (?!start |mount |unmount |stop |activate )|"
+    r"Failed with result '(?!exit-code|resources)|timed out|Killing process|Unit .* not found"
+)
 
 
 def kernel_overlay_messages(since_monotonic: float) -> list[str]:
@@ -56,14 +61,21 @@ def unit_log_errors(unit: str, since_realtime: float, wait: float = 1.0) -> list
     found: list[str] = []
     while True:
         reader.seek_realtime(since_realtime)
-        found = [
-            entry["MESSAGE"]
-            for entry in reader
-            if entry.get("SYSLOG_IDENTIFIER") in _MOUNT_TOOLS and entry.get("MESSAGE")
-        ]
+        entries = [entry for entry in reader if isinstance(entry.get("MESSAGE"), str) and entry["MESSAGE"]]
+        found = [entry["MESSAGE"] for entry in entries if entry.get("SYSLOG_IDENTIFIER") in _MOUNT_TOOLS]
+        if not found:  # the tool did not run, or said nothing: systemd's own reason
+            found = [entry["MESSAGE"] for entry in entries if _systemd_says_why(entry)]
         if found or time.monotonic() >= deadline:
             return found
         reader.wait(0.1)
+
+
+def _systemd_says_why(entry: dict) -> bool:
+    """systemd's own reason for a unit's failure, where the unit's program
+    said nothing: "Main process exited, code=exited, status=219/CGROUP",
+    "Failed at step CGROUP spawning ..." (issue 7, item 11: a cgroup failure
+    was reported as a bare "failed (exit-code)")."""
+    return entry.get("SYSLOG_IDENTIFIER") == "systemd" and bool(_SYSTEMD_REASON.search(entry["MESSAGE"]))
 
 
 def explain(unit: str, result: str, since_realtime: float, since_monotonic: float) -> str:

@@ -47,8 +47,14 @@ def _log(message: str, priority: int = 3) -> None:
     to stderr. At boot in a container the report unit carries it instead."""
     line = f"sdoverlay-generator[{os.getpid()}]: {message}"
     try:
-        with open("/dev/kmsg", "w", encoding="utf-8") as kmsg:
-            kmsg.write(f"<{priority}>{line}\n")
+        # Never O_CREAT: in a container /dev is a tmpfs without kmsg, and
+        # open(..., "w") made a regular file /dev/kmsg that swallowed every
+        # message from then on.
+        kmsg = os.open("/dev/kmsg", os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC)
+        try:
+            os.write(kmsg, f"<{priority}>{line}\n".encode())
+        finally:
+            os.close(kmsg)
         return
     except OSError:
         pass
@@ -91,10 +97,11 @@ def _boolean(key: str, value: str) -> bool:
 def parse_dropin(path: str, allowed_roots: tuple[str, ...], mounts: list[mountinfo.MountEntry]) -> OverlaySpec:
     """The overlay a drop-in describes; DropinError says why it cannot be used."""
     try:
-        with open(path, encoding="utf-8") as file:
-            entries = ini.parse(file.read())
+        entries = ini.parse(ini.read_regular_file(path))
         modified = os.stat(path).st_mtime
-    except (OSError, UnicodeDecodeError, ValueError) as error:
+    except OSError as error:
+        raise DropinError(error.strerror or str(error)) from error
+    except ValueError as error:  # not a regular file, too large, bad UTF-8, bad syntax
         raise DropinError(str(error)) from error
     values: dict[str, str] = {}
     for section, key, value in entries:
@@ -112,11 +119,9 @@ def parse_dropin(path: str, allowed_roots: tuple[str, ...], mounts: list[mountin
         raise DropinError("Target= is missing")
     if read_only and source is None:
         raise DropinError("ReadOnly=yes needs a Source=")
-    if source is not None and not source.startswith("/"):
-        raise DropinError(f"Source={source} is not an absolute path")
     try:
         if source is not None:
-            validate.path_text(source, "source")
+            validate.absolute_path_text(source, "Source=")
         validate.name(name)
         validate.size(size)
         # SOURCE is not checked here: it may live on a file system that is
@@ -138,7 +143,7 @@ def parse_dropin(path: str, allowed_roots: tuple[str, ...], mounts: list[mountin
         allow_world_writable=_boolean("AllowWorldWritable", values.get("AllowWorldWritable", "no")),
         persistent=persistent,
         dropin=path,
-        **kinds.mount_plan(target, mountinfo.is_mount_point(target, mounts)),
+        **kinds.mount_plan(target, mountinfo.is_foreign_mount_point(target, mounts)),
     )
 
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from sdoverlay import paths
+
 
 @dataclasses.dataclass(frozen=True)
 class MountEntry:
+    mount_id: int
     mount_point: str
     fs_type: str
     source: str
@@ -26,6 +29,7 @@ def parse(text: str) -> list[MountEntry]:
         separator = fields.index("-")
         entries.append(
             MountEntry(
+                mount_id=int(fields[0]),
                 mount_point=_unescape(fields[4]),
                 fs_type=fields[separator + 1],
                 source=_unescape(fields[separator + 2]),
@@ -42,6 +46,30 @@ def read() -> list[MountEntry]:
 
 def is_mount_point(path: str, entries: list[MountEntry]) -> bool:
     return any(entry.mount_point == path for entry in entries)
+
+
+def is_sdoverlay_overlay(entry: MountEntry) -> bool:
+    """Is ENTRY an overlay that sdoverlay's units mounted (its layers live in
+    an area under /run/usroverlay or in /var/lib/sdoverlay)?"""
+    if entry.fs_type != "overlay":
+        return False
+    for option in entry.super_options.split(","):
+        key, _, value = option.partition("=")
+        if key in ("upperdir", "lowerdir") and paths.is_sdoverlay_layer(value.split(":")[0]):
+            return True
+    return False
+
+
+def is_foreign_mount_point(path: str, entries: list[MountEntry]) -> bool:
+    """Is PATH a mount point of something other than an sdoverlay overlay?
+
+    The generator decides an overlay's kind (a .mount unit, or a service
+    where PATH is a mount point already) from this. It must not count the
+    overlay itself: on a daemon-reload with the overlay mounted, that made
+    it write a service where the live overlay is a .mount unit, and systemd
+    then stopped the area under the still-mounted overlay (issue 7, item 1).
+    """
+    return any(entry.mount_point == path and not is_sdoverlay_overlay(entry) for entry in entries)
 
 
 def mounts_at(path: str, entries: list[MountEntry]) -> list[MountEntry]:

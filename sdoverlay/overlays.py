@@ -16,6 +16,7 @@ from typing import Any
 from sdoverlay import (
     content,
     diagnostics,
+    holders,
     kinds,
     mountinfo,
     paths,
@@ -44,9 +45,14 @@ AREA_UNIT_PATTERN = "run-usroverlay-*.mount"
 @dataclasses.dataclass(frozen=True)
 class OverlayStatus:
     spec: OverlaySpec
-    state: str  # active, failed, inactive, or activating/deactivating
+    # active, degraded (active but broken: see problem), detached (removed,
+    # its memory held by processes), failed, inactive, activating/deactivating
+    state: str
     size_limit_bytes: int | None
     upper_used_bytes: int | None
+    problem: str | None = None  # why it is degraded or detached
+    # What the area's tmpfs holds: content, upper and work together.
+    area_used_bytes: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         spec = self.spec
@@ -59,7 +65,9 @@ class OverlayStatus:
             "read_only": spec.read_only,
             "size_limit_bytes": self.size_limit_bytes,
             "upper_used_bytes": self.upper_used_bytes,
+            "area_used_bytes": self.area_used_bytes,
             "state": self.state,
+            "problem": self.problem,
             "units": spec.units,
             "kind": spec.kind,
             "lazy_unmount": spec.lazy_unmount,
@@ -83,7 +91,7 @@ async def _active_state(systemd: Systemd, unit: str) -> str:
     return (await systemd.unit_properties(path, UNIT))["ActiveState"]
 
 
-async def _status(systemd: Systemd, area_unit: str) -> OverlayStatus | None:
+async def _status(systemd: Systemd, area_unit: str, mounts: list[mountinfo.MountEntry] | None = None) -> OverlayStatus | None:
     path = await systemd.unit_path(area_unit)
     if path is None:
         return None
@@ -103,16 +111,42 @@ async def _status(systemd: Systemd, area_unit: str) -> OverlayStatus | None:
     else:
         state = overlay_state if overlay_state != "active" else area_state
 
-    size_limit = None
+    size_limit = area_used = None
     if area_state == "active":
         stats = os.statvfs(spec.area)
         size_limit = stats.f_blocks * stats.f_frsize
+        area_used = (stats.f_blocks - stats.f_bfree) * stats.f_frsize
     # None where there is no upper dir to measure, or the caller may not look
     # (the area and /var/lib/sdoverlay/NAME are root's, mode 0700).
     upper_used: int | None = 0 if spec.read_only else None
-    if not spec.read_only and os.access(spec.writable_dir, os.R_OK | os.X_OK) and os.path.isdir(spec.upper_dir):
+    can_look = os.access(spec.writable_dir, os.R_OK | os.X_OK)
+    if not spec.read_only and can_look and os.path.isdir(spec.upper_dir):
         upper_used = content.used_bytes(spec.upper_dir)
-    return OverlayStatus(spec, state, size_limit, upper_used)
+    problem = None
+    if state == "active":
+        problem = _health_problem(spec, mounts if mounts is not None else mountinfo.read(), can_look)
+        if problem is not None:
+            state = "degraded"
+    elif overlay_state == "inactive" and area_state == "active" and await _active_state(systemd, spec.detached_unit) == "active":
+        state = "detached"
+        problem = f"removed, but processes still use the overlay; {area_used} bytes stay allocated until they exit"
+    return OverlayStatus(spec, state, size_limit, upper_used, problem, area_used)
+
+
+def _health_problem(spec: OverlaySpec, mounts: list[mountinfo.MountEntry], can_look: bool) -> str | None:
+    """Why an overlay whose units are active does not work, or None.
+
+    Its units can be active while it is broken: a service-kind overlay
+    unmounted by hand, or an upper dir deleted behind its back (every write
+    then fails with ENOENT/ESTALE, issue 7, item 9). `reset` repairs both.
+    """
+    if our_overlay_mount(spec, mounts) is None:
+        return f"not mounted on {spec.target}"
+    if not spec.read_only and can_look:
+        for layer in (spec.upper_dir, spec.work_dir):
+            if not os.path.isdir(layer):
+                return f"{layer} is missing: writes fail; 'sdoverlay reset {spec.name}' repairs it"
+    return None
 
 
 async def find(systemd: Systemd, name: str) -> OverlayStatus:
@@ -124,8 +158,9 @@ async def find(systemd: Systemd, name: str) -> OverlayStatus:
 
 async def list_all(systemd: Systemd) -> list[OverlayStatus]:
     found = []
+    mounts = mountinfo.read()
     for unit in await systemd.list_unit_names([AREA_UNIT_PATTERN]):
-        status = await _status(systemd, unit)
+        status = await _status(systemd, unit, mounts)
         if status is not None:
             found.append(status)
     return sorted(found, key=lambda s: s.spec.name)
@@ -179,17 +214,21 @@ async def mount_plan(systemd: Systemd, target: str) -> dict[str, Any]:
     return kinds.mount_plan(target, taken)
 
 
-def _our_overlay_mounted(spec: OverlaySpec) -> bool:
-    """Is an overlay with this spec's layers mounted on its target? (Ours, not anyone's.)"""
-    for entry in mountinfo.mounts_at(spec.target, mountinfo.read()):
+def our_overlay_mount(spec: OverlaySpec, mounts: list[mountinfo.MountEntry] | None = None) -> mountinfo.MountEntry | None:
+    """The mount of an overlay with this spec's layers on its target (ours, not anyone's)."""
+    for entry in mountinfo.mounts_at(spec.target, mounts if mounts is not None else mountinfo.read()):
         options = entry.super_options.split(",")
         if entry.fs_type != "overlay":
             continue
         if spec.read_only and any(o.startswith(f"lowerdir={spec.content_dir}:") for o in options):
-            return True
+            return entry
         if not spec.read_only and f"upperdir={spec.upper_dir}" in options:
-            return True
-    return False
+            return entry
+    return None
+
+
+def _our_overlay_mounted(spec: OverlaySpec) -> bool:
+    return our_overlay_mount(spec) is not None
 
 
 async def _run(systemd: Systemd, unit: str, job: Any) -> None:
@@ -233,19 +272,29 @@ async def _explain_failed(systemd: Systemd, unit_names: list[str], job_result: s
     return await _explain(systemd, unit_names[-1], job_result, *since)
 
 
-async def teardown(systemd: Systemd, spec: OverlaySpec) -> list[str]:
+def _busy_detail(spec: OverlaySpec) -> str:
+    """Who keeps SPEC's overlay mounted, as '; used by PID (COMMAND), ...', or ''."""
+    mount = our_overlay_mount(spec)
+    if mount is None:
+        return ""
+    users = holders.holders({mount.mount_id})
+    return f"; processes using {spec.target}: {holders.listed(users)}" if users else ""
+
+
+async def teardown(systemd: Systemd, spec: OverlaySpec, keep_area: bool = False) -> list[str]:
     """Unmount the overlay, then its area; remove the area dir. Returns problems.
 
     The overlay goes first and alone: if it cannot be unmounted (target
     busy) it stays active, keeps binding its area, and nothing else changes.
+    KEEP_AREA: the area and the hold unit that pins it stay (see remove).
     """
     failure = await _stop(systemd, spec.overlay_unit)
     if failure is None and _our_overlay_mounted(spec):
         failure = f"the overlay on {spec.target} is still mounted"
     if failure is not None:
-        return [failure]
+        return [failure + _busy_detail(spec)]
     problems = []
-    for unit in (spec.hold_unit, spec.content_unit, spec.area_unit):
+    for unit in (spec.content_unit,) if keep_area else (spec.hold_unit, spec.content_unit, spec.area_unit):
         failure = await _stop(systemd, unit)
         if failure is not None:
             problems.append(failure)
@@ -253,6 +302,8 @@ async def teardown(systemd: Systemd, spec: OverlaySpec) -> list[str]:
     for unit in (spec.overlay_unit, spec.hold_unit, spec.content_unit, spec.area_unit):
         if await _active_state(systemd, unit) == "failed":
             await systemd.reset_failed_unit(unit)
+    if keep_area:
+        return problems
     if mountinfo.is_mount_point(spec.area, mountinfo.read()):
         problems.append(f"{spec.area} is still mounted")
     else:
@@ -301,9 +352,8 @@ async def take_down(systemd: Systemd, spec: OverlaySpec, verb: str) -> None:
     A hold unit binds the area meanwhile (it is StopWhenUnneeded=). If the
     overlay cannot be unmounted (busy), nothing changes and this raises.
     """
-    hold = units.render_hold(spec)
     since = time.time(), time.monotonic()
-    result = await systemd.start_transient_unit(hold.name, unitfile.to_properties(hold.text))
+    result = await _start_hold(systemd, spec)
     try:
         if result != "done":
             raise OperationFailed(await _explain(systemd, hold.name, result, *since))
@@ -311,7 +361,7 @@ async def take_down(systemd: Systemd, spec: OverlaySpec, verb: str) -> None:
         # behind the user's back; if they hold it busy, this says so.
         await _run(systemd, spec.overlay_unit, systemd.stop_unit(spec.overlay_unit, "ignore-dependencies"))
         if _our_overlay_mounted(spec):
-            raise OperationFailed(f"{spec.target} is still mounted")
+            raise OperationFailed(f"{spec.target} is still mounted" + _busy_detail(spec))
     except SdoverlayError as error:
         await release_hold(systemd, spec)  # the overlay is still up and binds its area
         raise OperationFailed(f"cannot {verb} overlay {spec.name!r}: {error.message}") from error
@@ -322,6 +372,27 @@ async def take_down(systemd: Systemd, spec: OverlaySpec, verb: str) -> None:
     failure = await _stop(systemd, spec.content_unit)
     if failure is not None:
         raise OperationFailed(f"cannot {verb} overlay {spec.name!r}: {failure}; its area is kept")
+
+
+async def _start_hold(systemd: Systemd, spec: OverlaySpec) -> str:
+    """Start SPEC's hold unit; the job's result.
+
+    One may be there already: the host-wide lock is held, so it was left by a
+    reset or persist that was killed (issue 7, item 4: the next reset failed
+    with systemd's "Unit ... was already loaded"). Such a hold is adopted.
+    """
+    state = await _active_state(systemd, spec.hold_unit)
+    if state == "active":
+        return "done"
+    if state == "failed":
+        await systemd.reset_failed_unit(spec.hold_unit)
+    if await systemd.unit_path(spec.hold_unit) is not None:
+        try:
+            return await systemd.start_unit(spec.hold_unit)  # loaded, stopped, not yet garbage-collected
+        except NotFound:
+            pass
+    hold = units.render_hold(spec)
+    return await systemd.start_transient_unit(hold.name, unitfile.to_properties(hold.text))
 
 
 async def bring_up(systemd: Systemd, spec: OverlaySpec, verb: str) -> None:
@@ -356,13 +427,53 @@ async def wait_until_unloaded(systemd: Systemd, unit_names: list[str], timeout: 
             await asyncio.sleep(0.02)
 
 
-async def remove(systemd: Systemd, name: str, caller_uid: int, force: bool) -> OverlaySpec:
+@dataclasses.dataclass(frozen=True)
+class Removal:
+    spec: OverlaySpec
+    # Processes that still used the overlay when it was detached lazily, and
+    # the memory that stays allocated until they exit (issue 7, item 6).
+    still_used_by: list[holders.Holder] = dataclasses.field(default_factory=list)
+    held_bytes: int = 0
+
+
+async def remove(systemd: Systemd, name: str, caller_uid: int, force: bool) -> Removal:
     status = await find(systemd, name)
     check_owner(status, caller_uid, force, "remove")
-    problems = await teardown(systemd, status.spec)
+    spec = status.spec
+    if status.state == "detached":
+        raise Conflict(f"overlay {name!r} is removed already; {status.problem}")
+    # An overlay unmounted lazily (the service kind, or one that covers
+    # umount itself) goes away even while processes use it, and its memory
+    # with it only when they exit: then a detached unit keeps the area, and
+    # so the overlay, visible until that happens.
+    users: list[holders.Holder] = []
+    mount = our_overlay_mount(spec)
+    if mount is not None and (spec.lazy_unmount or spec.kind == "service"):
+        users = holders.holders({mount.mount_id})
+    if not users:
+        problems = await teardown(systemd, spec)
+        if problems:
+            raise OperationFailed(f"cannot remove overlay {name!r}: " + "; ".join(problems))
+        return Removal(spec)
+    # The hold pins the area while the overlay is detached; the detached
+    # unit starts only then, or its own program (mapped from TARGET through
+    # the overlay, were TARGET /usr) would itself keep the overlay alive.
+    since = time.time(), time.monotonic()
+    result = await _start_hold(systemd, spec)
+    if result != "done":
+        raise OperationFailed(f"cannot remove overlay {name!r}: " + await _explain(systemd, spec.hold_unit, result, *since))
+    problems = await teardown(systemd, spec, keep_area=True)
     if problems:
+        await release_hold(systemd, spec)
         raise OperationFailed(f"cannot remove overlay {name!r}: " + "; ".join(problems))
-    return status.spec
+    detached = units.render_detached(spec, mount.mount_id)  # type: ignore[union-attr]
+    since = time.time(), time.monotonic()
+    result = await systemd.start_transient_unit(detached.name, unitfile.to_properties(detached.text))
+    await release_hold(systemd, spec)
+    if result != "done":
+        raise OperationFailed(f"removed overlay {name!r}, but cannot track its detached memory: "
+                              + await _explain(systemd, detached.name, result, *since))
+    return Removal(spec, users, status.area_used_bytes or 0)
 
 
 async def reset(systemd: Systemd, name: str, caller_uid: int, force: bool) -> OverlayStatus:

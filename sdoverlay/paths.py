@@ -67,6 +67,12 @@ def area_dir(name: str) -> str:
     return f"{AREA_ROOT}/{name}"
 
 
+def is_sdoverlay_layer(path: str) -> bool:
+    """Is PATH inside an overlay area or in persistent storage, where
+    sdoverlay keeps the layers of the overlays it mounts?"""
+    return is_within(path, AREA_ROOT) or is_within(path, PERSISTENT_ROOT)
+
+
 def is_within(path: str, parent: str) -> bool:
     """True when PATH is PARENT or lies below it, compared by path components.
 

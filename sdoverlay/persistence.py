@@ -12,10 +12,11 @@ import dataclasses
 import os
 import shutil
 
-from sdoverlay import content, overlays
+from sdoverlay import content, ini, overlays
 from sdoverlay.bus import Systemd
-from sdoverlay.errors import Conflict, OperationFailed, SdoverlayError
+from sdoverlay.errors import Conflict, NotFound, OperationFailed, SdoverlayError
 from sdoverlay.generator import DROPIN_DIRS, SECTION
+from sdoverlay.paths import PERSISTENT_ROOT
 from sdoverlay.overlays import OverlayStatus
 from sdoverlay.spec import OverlaySpec
 
@@ -23,15 +24,56 @@ ADMIN_DIR = DROPIN_DIRS[0]  # /etc/sdoverlay.d: the administrator's
 RUNTIME_DIR = DROPIN_DIRS[1]  # /run/sdoverlay.d
 
 
+# The first line of every drop-in sdoverlay writes; what `persist` and
+# `remove` may take back as their own after a killed command.
+ORIGIN_PREFIX = "# Written by `sdoverlay "
+_PARTIAL_PREFIX = "."
+_PARTIAL_SUFFIX = ".partial"
+
+
 def dropin_path(name: str) -> str:
     return f"{ADMIN_DIR}/{name}.conf"
+
+
+def partial_dir(name: str) -> str:
+    """Where persist copies NAME's content and writes before they are whole."""
+    return f"{PERSISTENT_ROOT}/{_PARTIAL_PREFIX}{name}{_PARTIAL_SUFFIX}"
+
+
+def partial_name(entry: str) -> str | None:
+    """NAME, if ENTRY (a name in /var/lib/sdoverlay) is NAME's partial copy."""
+    if entry.startswith(_PARTIAL_PREFIX) and entry.endswith(_PARTIAL_SUFFIX):
+        return entry[len(_PARTIAL_PREFIX):-len(_PARTIAL_SUFFIX)]
+    return None
+
+
+def dropin_for(name: str) -> str | None:
+    """The drop-in that describes overlay NAME in any drop-in dir, if any
+    (by file name, or by a Name= inside), masked ones not counted."""
+    for path in ini.layered_files(DROPIN_DIRS, ".conf"):
+        if os.path.basename(path) == f"{name}.conf":
+            return path
+        try:
+            text = ini.read_regular_file(path)
+        except (OSError, ValueError):
+            continue
+        if f"\nName={name}\n" in f"\n{text}":
+            return path
+    return None
+
+
+def written_by_sdoverlay(path: str) -> bool:
+    try:
+        return ini.read_regular_file(path).startswith(ORIGIN_PREFIX)
+    except (OSError, ValueError):
+        return False
 
 
 def dropin_text(spec: OverlaySpec, origin: str) -> str:
     def yes_no(value: bool) -> str:
         return "yes" if value else "no"
 
-    lines = [f"# {origin}", f"[{SECTION}]", f"Name={spec.name}", f"Target={spec.target}"]
+    lines = [origin, f"[{SECTION}]", f"Name={spec.name}", f"Target={spec.target}"]
     if spec.source is not None:
         lines.append(f"Source={spec.source}")
     lines += [
@@ -88,23 +130,51 @@ async def _activate(systemd: Systemd, spec: OverlaySpec, verb: str) -> OverlaySt
 
 
 async def forget(systemd: Systemd, spec: OverlaySpec) -> list[str]:
-    """After its units are stopped: drop a persistent overlay's drop-in and data, reload."""
+    """After its units are stopped: drop a persistent overlay's drop-in and data, reload.
+
+    Also what a killed `persist` of a transient overlay left: its own drop-in
+    (sdoverlay's first line), the data that drop-in names, a partial copy."""
     problems = []
+    dropin = spec.dropin
+    if not dropin and written_by_sdoverlay(dropin_path(spec.name)):
+        dropin = dropin_path(spec.name)
     try:
-        if spec.dropin:
-            retire_dropin(spec.dropin)
-        if spec.persistent and os.path.lexists(spec.persistent_dir):
-            shutil.rmtree(spec.persistent_dir)
+        if dropin:
+            retire_dropin(dropin)
+        persistent_dir = f"{PERSISTENT_ROOT}/{spec.name}"
+        if (spec.persistent or dropin) and os.path.lexists(persistent_dir):
+            shutil.rmtree(persistent_dir)
+        if os.path.lexists(partial_dir(spec.name)):
+            shutil.rmtree(partial_dir(spec.name))
     except OSError as error:
         problems.append(f"{error.strerror}: {error.filename}")
-    if spec.dropin:
+    if dropin:
         await systemd.reload()
     return problems
 
 
+async def forget_name(systemd: Systemd, name: str) -> list[str]:
+    """What `remove NAME` clears where no units of NAME are left: a drop-in
+    sdoverlay wrote for it, the data that names, a partial copy. Returns
+    what it removed."""
+    removed = []
+    dropin = dropin_path(name)
+    if written_by_sdoverlay(dropin):
+        retire_dropin(dropin)
+        removed.append(dropin)
+        if os.path.lexists(f"{PERSISTENT_ROOT}/{name}"):
+            shutil.rmtree(f"{PERSISTENT_ROOT}/{name}")
+            removed.append(f"{PERSISTENT_ROOT}/{name}")
+        await systemd.reload()
+    if os.path.lexists(partial_dir(name)):
+        shutil.rmtree(partial_dir(name))
+        removed.append(partial_dir(name))
+    return removed
+
+
 async def hotfix(systemd: Systemd, spec: OverlaySpec) -> OverlayStatus:
     """A persistent unlock: drop-in, reload, start; on failure nothing is left."""
-    write_dropin(spec, "Written by `sdoverlay unlock --hotfix`.")
+    write_dropin(spec, ORIGIN_PREFIX + "unlock --hotfix`.")
     try:
         return await _activate(systemd, spec, "unlock")
     except BaseException as error:
@@ -114,17 +184,64 @@ async def hotfix(systemd: Systemd, spec: OverlaySpec) -> OverlayStatus:
         raise
 
 
-async def persist(systemd: Systemd, name: str, caller_uid: int, force: bool) -> OverlayStatus:
-    """Turn live overlay NAME into a persistent one, keeping its content and its writes."""
+async def _complete(systemd: Systemd, name: str) -> OverlayStatus:
+    """Bring up persistent overlay NAME from its drop-in (reload, start)."""
+    await systemd.reload()
     status = await overlays.find(systemd, name)
+    if status.state not in ("active", "degraded"):
+        failure = await overlays.start_overlay(systemd, status.spec)
+        if failure is not None:
+            raise OperationFailed(f"cannot persist overlay {name!r}: {failure}")
+        status = await overlays.find(systemd, name)
+    return status
+
+
+async def persist(systemd: Systemd, name: str, caller_uid: int, force: bool) -> OverlayStatus:
+    """Turn live overlay NAME into a persistent one, keeping its content and its writes.
+
+    Idempotent, and it finishes what a killed persist of NAME began (issue 7,
+    item 4); the host-wide lock is held, so what it finds half-done was left
+    by a dead command:
+    - the transient overlay is still up: a drop-in of ours, its data and a
+      partial copy are thrown away and the persist starts again;
+    - the transient overlay is gone (or down), and the drop-in and data are
+      whole: daemon-reload and start the persistent overlay;
+    - the overlay is persistent already from /etc/sdoverlay.d/NAME.conf:
+      it is started if it is not active.
+    """
+    dropin = dropin_path(name)
+    ours = written_by_sdoverlay(dropin)
+    data_whole = ours and os.path.isdir(f"{PERSISTENT_ROOT}/{name}")
+    try:
+        status = await overlays.find(systemd, name)
+    except NotFound:
+        if data_whole:
+            return await _complete(systemd, name)
+        raise
     overlays.check_owner(status, caller_uid, force, "persist")
     old = status.spec
+    if old.persistent and old.dropin == dropin:
+        return await _complete(systemd, name)
     if old.persistent or old.dropin:
-        raise Conflict(f"overlay {name!r} is persistent already ({old.dropin})")
+        raise Conflict(f"overlay {name!r} comes from a drop-in already ({old.dropin})")
+    if status.state == "detached":
+        raise Conflict(f"overlay {name!r} is removed already; {status.problem}")
+    if not _area_mounted(old):
+        if data_whole:  # killed while the transient units went down
+            problems = await overlays.teardown(systemd, old)
+            if problems:
+                raise OperationFailed(f"cannot persist overlay {name!r}: " + "; ".join(problems))
+            await overlays.wait_until_unloaded(systemd, old.units + old.helper_units)
+            return await _complete(systemd, name)
+        raise OperationFailed(f"cannot persist overlay {name!r}: it is {status.state}; only a live overlay can be persisted")
+    if ours:  # a killed persist's drop-in and data; the live overlay still has it all
+        if os.path.lexists(f"{PERSISTENT_ROOT}/{name}"):
+            shutil.rmtree(f"{PERSISTENT_ROOT}/{name}")
+        os.unlink(dropin)
     new = dataclasses.replace(
         old,
         persistent=True,
-        dropin=dropin_path(name),
+        dropin=dropin,
         source=f"{old.persistent_dir}/content" if old.source is not None else None,
         keep_ownership=True,  # the content was made root's (or kept) at apply
     )
@@ -133,15 +250,24 @@ async def persist(systemd: Systemd, name: str, caller_uid: int, force: bool) -> 
     if os.path.lexists(new.persistent_dir):
         raise Conflict(f"{new.persistent_dir} exists already")
     await overlays.take_down(systemd, old, "persist")
+    partial = partial_dir(name)
     try:
-        os.makedirs(new.persistent_dir, 0o700)
+        if os.path.lexists(partial):
+            shutil.rmtree(partial)
+        os.makedirs(partial, 0o700)
         if old.source is not None:
-            content.copy_in(old.content_dir, new.source)  # type: ignore[arg-type]
+            content.copy_in(old.content_dir, f"{partial}/content")
         if not old.read_only:
-            content.copy_in(old.upper_dir, new.upper_dir)
-        write_dropin(new, f"Written by `sdoverlay persist {name}`.")
+            content.copy_in(old.upper_dir, f"{partial}/upper")
+        # The drop-in first, then the data in place: data under its final
+        # name always has a drop-in of ours, so it is never taken for state
+        # that someone else left.
+        write_dropin(new, ORIGIN_PREFIX + f"persist {name}`.")
+        os.rename(partial, new.persistent_dir)
     except (OSError, SdoverlayError) as error:
-        shutil.rmtree(new.persistent_dir, ignore_errors=True)
+        shutil.rmtree(partial, ignore_errors=True)
+        if written_by_sdoverlay(dropin):
+            os.unlink(dropin)
         await overlays.bring_up(systemd, old, "persist")
         if isinstance(error, SdoverlayError):
             raise
@@ -150,9 +276,13 @@ async def persist(systemd: Systemd, name: str, caller_uid: int, force: bool) -> 
     problems = await overlays.teardown(systemd, old)
     if problems:
         raise OperationFailed(f"cannot persist overlay {name!r}: " + "; ".join(problems))
-    await overlays.wait_until_unloaded(systemd, old.units + [old.hold_unit])
+    await overlays.wait_until_unloaded(systemd, old.units + old.helper_units)
     try:
         return await _activate(systemd, new, "persist")
     except SdoverlayError as error:
         error.message += f"; its drop-in {new.dropin} and data in {new.persistent_dir} are kept"
         raise
+
+
+def _area_mounted(spec: OverlaySpec) -> bool:
+    return overlays.mountinfo.is_mount_point(spec.area, overlays.mountinfo.read())

@@ -96,6 +96,15 @@ class OverlaySpec:
         return f"usroverlay-{self.name}-hold.service"
 
     @property
+    def detached_unit(self) -> str:
+        return f"usroverlay-{self.name}-detached.service"
+
+    @property
+    def helper_units(self) -> list[str]:
+        """The units sdoverlay starts beside the three, for a while."""
+        return [self.hold_unit, self.detached_unit]
+
+    @property
     def units(self) -> list[str]:
         return [self.area_unit, self.content_unit, self.overlay_unit]
 

@@ -36,6 +36,9 @@ PROPERTY_SIGNATURES: dict[str, str] = {
     "SyslogIdentifier": "s",
     "ExecStart": "a(sasb)",
     "ExecStop": "a(sasb)",
+    "ExecStartPost": "a(sasb)",
+    "ExecStopPost": "a(sasb)",
+    "LogExtraFields": "aay",
 }
 
 
@@ -59,6 +62,16 @@ def _exec_command(value: str) -> list[object]:
     ignore_failure = value.startswith("-")
     argv = shlex.split(value.lstrip("-"))
     return [argv[0], argv, ignore_failure]  # dbus-next marshals structs from lists
+
+
+# List settings systemd reads with extract_first_word(UNQUOTE): quoted words,
+# as sdoverlay.units.word_quote writes them. Unit dependencies are read with
+# RETAIN_ESCAPE instead: "\x2d" in a unit name stays as it is.
+_QUOTED_LISTS = {"RequiresMountsFor", "LogExtraFields"}
+
+
+def _words(key: str, value: str) -> list[str]:
+    return shlex.split(value) if key in _QUOTED_LISTS else value.split()
 
 
 # Unit-file keys whose D-Bus property has another name and unit (seconds -> µs).
@@ -85,7 +98,10 @@ def to_properties(text: str) -> list[list[object]]:
             merged[key] = _boolean(value)
         elif signature == "as":
             merged[key] = lists.setdefault(key, [])
-            lists[key].extend(value.split())
+            lists[key].extend(_words(key, value))
+        elif signature == "aay":
+            merged[key] = lists.setdefault(key, [])
+            lists[key].extend(word.encode() for word in _words(key, value))
         elif signature == "a(sasb)":
             merged[key] = lists.setdefault(key, [])
             lists[key].append(_exec_command(value))

@@ -52,14 +52,24 @@ def path_text(raw: str, what: str) -> None:
         raise InvalidInput(f"{what} is longer than {PATH_MAX - 1} bytes")
 
 
+def absolute_path_text(raw: str, what: str) -> None:
+    """path_text, and absolute without '..': the rules for TARGET and SOURCE
+    alike, in the CLI and in drop-ins (a drop-in's Source=/srv/../etc copied
+    /etc into /usr, issue 7, item 7). White space at either end is refused
+    too: a drop-in (persist writes one) cannot carry it."""
+    path_text(raw, what)
+    if not raw.startswith("/"):
+        raise InvalidInput(f"{what} {raw!r} is not an absolute path")
+    if ".." in raw.split("/"):
+        raise InvalidInput(f"{what} {raw!r} contains '..'; give the path itself")
+    if raw != raw.strip():
+        raise InvalidInput(f"{what} {raw!r} begins or ends with white space")
+
+
 def target(raw: str, allowed_roots: tuple[str, ...]) -> str:
     """The canonical TARGET: absolute, no '..', symlinks resolved, an existing
     directory at or under an allowed root, usable in mount options."""
-    path_text(raw, "target")
-    if not raw.startswith("/"):
-        raise InvalidInput(f"target {raw!r} is not an absolute path")
-    if ".." in raw.split("/"):
-        raise InvalidInput(f"target {raw!r} contains '..'; give the path itself")
+    absolute_path_text(raw, "target")
     resolved = os.path.realpath(raw)
     if not os.path.lexists(raw) or not os.path.exists(resolved):
         raise NotFound(f"target {raw} does not exist")
@@ -78,7 +88,7 @@ def target(raw: str, allowed_roots: tuple[str, ...]) -> str:
 
 def source(raw: str) -> str:
     """The canonical SOURCE: it exists, resolves, and can be read."""
-    path_text(raw, "source")
+    absolute_path_text(raw, "source")
     if not os.path.lexists(raw):
         raise NotFound(f"source {raw} does not exist")
     try:

@@ -218,7 +218,11 @@ def test_sudo_owner_is_recorded_and_audited_with_all_fields(bed: Container) -> N
     bed.sdoverlay("remove", "--force", "mine", check=True)
 
     history = json.loads(bed.sdoverlay("log", "--json", "mine", check=True).stdout)
-    assert [(h["event"], h["verb"]) for h in history] == [("applied", "apply"), ("refused", "remove"), ("removed", "remove")]
+    history = sorted(history, key=lambda h: h["time"])
+    assert [(h["event"], h["verb"]) for h in history if h["verb"] != "unit"] == [
+        ("applied", "apply"), ("refused", "remove"), ("removed", "remove")]
+    # The units' own records of their start and stop, with the overlay's fields.
+    assert [(h["event"], h["owner_uid"]) for h in history if h["verb"] == "unit"] == [("started", 1000), ("stopped", 1000)]
     assert history[0]["owner_uid"] == 1000 and history[0]["target"] == "/usr/share/doc"
     text = bed.sdoverlay("log", "mine", check=True).stdout
     assert "applied  apply  mine  /usr/share/doc  uid=1000" in text

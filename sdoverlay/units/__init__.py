@@ -18,11 +18,13 @@ import dataclasses
 import functools
 import os
 import re
+import shlex
 import stat
 import string
 import sys
 from pathlib import Path
 
+from sdoverlay import events
 from sdoverlay.spec import OverlaySpec
 
 _TEMPLATES = Path(__file__).parent
@@ -34,11 +36,24 @@ def unit_escape(value: str) -> str:
     return value.replace("%", "%%")
 
 
+def word_quote(word: str) -> str:
+    """One word of a space-separated list setting (RequiresMountsFor=,
+    LogExtraFields=): systemd reads those with extract_first_word(UNQUOTE),
+    so a word with white space, quotes or backslashes goes in double quotes
+    with '\\' and '"' escaped, and '%' is doubled (specifiers)."""
+    if _PLAIN_ARG.fullmatch(word):
+        return unit_escape(word)
+    return unit_escape('"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"')
+
+
 def exec_quote(argument: str) -> str:
-    """One argument of an ExecStart= line, quoted where systemd would split it."""
-    if _PLAIN_ARG.fullmatch(argument):
-        return unit_escape(argument)
-    return unit_escape('"' + argument.replace("\\", "\\\\").replace('"', '\\"') + '"')
+    """One argument of an Exec*= line: quoted as a word, and '$' doubled,
+    since systemd expands $VARIABLES in command lines (transient ones too)."""
+    return word_quote(argument).replace("$", "$$")
+
+
+def word_list(words: list[str]) -> str:
+    return " ".join(word_quote(word) for word in words)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,23 +94,54 @@ def context(spec: OverlaySpec, python: str = sys.executable) -> dict[str, str]:
     # Everything the content unit reads or writes, its own interpreter too.
     content_mounts = ([python, spec.source] if spec.source else []) + ([spec.persistent_dir] if spec.persistent else [])
     copy_source = f"{exec_quote(python)} -m sdoverlay.populate {exec_quote(spec.metadata_options)}" if spec.source else ""
+    writable_mounts = [spec.persistent_dir] if spec.persistent else []
+    # Each value is escaped for the one kind of setting it is used in:
+    # *_text for plain strings (Description=, Where=), *_word(s) for lists,
+    # *_arg for command lines. TARGET and SOURCE may hold '$', ';', spaces
+    # (SOURCE only) and non-ASCII (issue 7, item 7).
     return {
         "name": spec.name,
-        "target": spec.target,
+        "target_text": unit_escape(spec.target),
+        "target_arg": exec_quote(spec.target),
         "area": spec.area,
         "area_unit": spec.area_unit,
         "content_unit": spec.content_unit,
         "overlay_unit": spec.overlay_unit,
         "dropin": unit_escape(spec.dropin),
         "area_options": unit_escape(spec.area_options),
-        "overlay_options": unit_escape(spec.overlay_options),
+        "overlay_options_text": unit_escape(spec.overlay_options),
+        "overlay_options_arg": exec_quote(spec.overlay_options),
         "copy_source": copy_source,
         **_writable_layer_commands(spec),
-        "content_mounts": " ".join(unit_escape(path) for path in content_mounts),
-        "writable_mounts": spec.persistent_dir if spec.persistent else "",
+        **audit_commands(spec),
+        "content_mounts": word_list(content_mounts),
+        "target_mounts": word_list([spec.target, *writable_mounts]),
+        "writable_mounts": word_list(writable_mounts),
         "lazy_unmount": "yes" if spec.lazy_unmount else "no",
         "lazy_flag": "-l " if spec.lazy_unmount else "",
     }
+
+
+def audit_commands(spec: OverlaySpec) -> dict[str, str]:
+    """The content unit's audit trail: the overlay's fields on everything its
+    processes log (LogExtraFields=), and a record when its units start and
+    stop, written by the unit itself with logger(1). An overlay started by a
+    killed `apply`, at boot, or taken down behind sdoverlay's back (stopped
+    with systemctl, unmounted by hand: the content unit is StopWhenUnneeded=)
+    is so traceable in `sdoverlay log` (issue 7, item 5)."""
+    fields = {name: value for name, value in events.overlay_fields(spec).items() if value}
+    return {
+        "log_fields": word_list([f"{name}={value}" for name, value in fields.items()]),
+        "record_started": _record_command(spec, "started"),
+        "record_stopped": _record_command(spec, "stopped"),
+    }
+
+
+def _record_command(spec: OverlaySpec, event: str) -> str:
+    # The name is of a safe alphabet; TARGET and the rest come from LogExtraFields=.
+    entry = events.unit_event_entry(spec.name, event)
+    script = "printf '%s\\n' " + " ".join(shlex.quote(line) for line in entry) + " | /usr/bin/logger --journald"
+    return "/bin/sh -c " + exec_quote(script)
 
 
 def _render(template: str, values: dict[str, str]) -> str:
@@ -122,3 +168,10 @@ def render(spec: OverlaySpec, python: str = sys.executable) -> list[RenderedUnit
 def render_hold(spec: OverlaySpec) -> RenderedUnit:
     """The transient unit that pins SPEC's area while the overlay is not up."""
     return RenderedUnit(spec.hold_unit, _render("hold.service", context(spec)))
+
+
+def render_detached(spec: OverlaySpec, mount_id: int, python: str = sys.executable) -> RenderedUnit:
+    """The transient unit that keeps SPEC's area until its lazily detached
+    overlay (mount MOUNT_ID) is released, then unmounts it."""
+    values = {**context(spec, python), "python": exec_quote(python), "detached_mount_id": str(mount_id)}
+    return RenderedUnit(spec.detached_unit, _render("detached.service", values))
