@@ -1,7 +1,7 @@
 # Install sdoverlay for the distribution's own Python 3 (Debian layout):
 #   make install DESTDIR=/some/root
 # Runtime dependencies (Debian packages): python3, python3-click,
-# python3-dbus-next, python3-systemd, util-linux.
+# python3-dbus-next, python3-systemd, util-linux, dbus, polkitd.
 
 DESTDIR ?=
 PREFIX ?= /usr
@@ -10,6 +10,11 @@ GENERATOR_DIR ?= $(PREFIX)/lib/systemd/system-generators
 CATALOG_DIR ?= $(PREFIX)/lib/systemd/catalog
 DOC_DIR ?= $(PREFIX)/share/doc/sdoverlay
 MAN5_DIR ?= $(PREFIX)/share/man/man5
+UNIT_DIR ?= $(PREFIX)/lib/systemd/system
+DBUS_SERVICES_DIR ?= $(PREFIX)/share/dbus-1/system-services
+DBUS_POLICY_DIR ?= $(PREFIX)/share/dbus-1/system.d
+POLKIT_ACTIONS_DIR ?= $(PREFIX)/share/polkit-1/actions
+PYTHON ?= /usr/bin/python3
 
 PACKAGE_FILES := $(wildcard sdoverlay/*.py sdoverlay/units/*.py sdoverlay/units/*.mount sdoverlay/units/*.service)
 
@@ -24,3 +29,8 @@ install:
 	install -D -m 0644 systemd/sdoverlay-polkit.rules "$(DESTDIR)$(DOC_DIR)/examples/50-sdoverlay.rules"
 	install -D -m 0644 man/sdoverlay.d.5 "$(DESTDIR)$(MAN5_DIR)/sdoverlay.d.5"
 	install -d -m 0755 "$(DESTDIR)$(PREFIX)/lib/sdoverlay.d"
+	install -d -m 0755 "$(DESTDIR)$(UNIT_DIR)"
+	sed 's|@PYTHON@|$(PYTHON)|' systemd/sdoverlay.service.in > "$(DESTDIR)$(UNIT_DIR)/sdoverlay.service"
+	install -D -m 0644 systemd/org.sdoverlay.Overlays1.service "$(DESTDIR)$(DBUS_SERVICES_DIR)/org.sdoverlay.Overlays1.service"
+	install -D -m 0644 systemd/org.sdoverlay.Overlays1.conf "$(DESTDIR)$(DBUS_POLICY_DIR)/org.sdoverlay.Overlays1.conf"
+	install -D -m 0644 systemd/org.sdoverlay.policy "$(DESTDIR)$(POLKIT_ACTIONS_DIR)/org.sdoverlay.policy"

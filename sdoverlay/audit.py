@@ -27,6 +27,8 @@ class Event:
     owner_uid: int
     session: str
     result: str  # "ok", or the one-line reason
+    # Who asked (the service writes every entry, so _UID is always root's).
+    caller_uid: int | None = None
 
 
 def record(event: Event) -> None:
@@ -47,6 +49,7 @@ def record(event: Event) -> None:
             SDOVERLAY_OWNER_UID=str(event.owner_uid),
             SDOVERLAY_SESSION=event.session,
             SDOVERLAY_RESULT=event.result,
+            **({"SDOVERLAY_CALLER_UID": str(event.caller_uid)} if event.caller_uid is not None else {}),
         )
     except OSError as error:
         print(f"sdoverlay: warning: cannot write the audit entry to the journal: {error}", file=sys.stderr)
@@ -72,7 +75,7 @@ def read(name: str | None = None) -> list[dict[str, object]]:
             "owner_uid": _int_or_none(entry.get("SDOVERLAY_OWNER_UID")),
             "session": entry.get("SDOVERLAY_SESSION", ""),
             "result": entry.get("SDOVERLAY_RESULT", ""),
-            "caller_uid": entry.get("_UID"),
+            "caller_uid": _int_or_none(entry.get("SDOVERLAY_CALLER_UID", entry.get("_UID"))),
         })
     return history
 

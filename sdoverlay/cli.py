@@ -1,51 +1,25 @@
 """The sdoverlay command line: one verb, one function.
 
-Every verb that changes something runs through `_execute`, which turns
-errors into one line and an exit code, and records the outcome (success,
-refusal or failure) in the audit trail.
+Every verb that changes something is a call to sdoverlay's D-Bus service
+(sdoverlay.client), which checks, decides with polkit, does the work and
+audits it; the CLI prints the outcome. `list` and `log` read systemd and the
+journal directly. Errors are one line and an exit code.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import errno
 import json
 import os
 import sys
-from collections.abc import Awaitable, Callable
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn
 
 import click
 
-from sdoverlay import (
-    __version__,
-    audit,
-    collect,
-    config,
-    holders,
-    identity,
-    interrupts,
-    lock,
-    overlays,
-    paths,
-    persistence,
-    sizes,
-    validate,
-)
+from sdoverlay import __version__, audit, client, identity, overlays, paths, sizes, verbs
 from sdoverlay.bus import Systemd
-from sdoverlay.errors import (
-    ExitCode,
-    LimitExceeded,
-    NotFound,
-    OperationFailed,
-    PermissionDenied,
-    SdoverlayError,
-)
-from sdoverlay.overlays import OverlayStatus
-from sdoverlay.spec import DEFAULT_SIZE, OverlaySpec
-
-T = TypeVar("T")
+from sdoverlay.errors import ExitCode, SdoverlayError
+from sdoverlay.spec import DEFAULT_SIZE
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 success, 1 operation failed, 2 invalid input, 3 not found, "
@@ -58,83 +32,53 @@ def _die(error: SdoverlayError) -> NoReturn:
     sys.exit(error.exit_code)
 
 
-def _on_bus(operation: Callable[[Systemd], Awaitable[T]], changes: bool = False) -> T:
-    """Run OPERATION on a connection to systemd. CHANGES: it creates, changes
-    or removes something, so it runs under the host-wide lock, and Ctrl-C
-    waits for it to finish (sdoverlay.lock, sdoverlay.interrupts)."""
+def _cli_event(kind: str, verb: str, result: str, request: dict[str, str] | None = None) -> audit.Event:
+    request = request or {}
+    return audit.Event(event=kind, verb=verb, name=request.get("name", ""), target=request.get("target", ""),
+                       source=request.get("source", ""), owner_uid=os.getuid(), session=identity.session_id(),
+                       result=result, caller_uid=os.getuid())
 
-    async def connected() -> T:
+
+def _request(verb: str, request: dict[str, str], method: str, body: list[Any], ask_password: bool) -> Any:
+    """Call the service for VERB; its outcome, or die with its one line.
+
+    The service audits what it refused or failed; what never reached it
+    (no service, no bus) the CLI records itself."""
+    try:
+        return client.call(method, body, ask_password)
+    except (client.ServiceError, client.Interrupted) as error:
+        _die(error)
+    except Exception as raised:  # noqa: BLE001 - one audited line, never a traceback
+        error = verbs.as_sdoverlay_error(raised)
+        audit.record(_cli_event("failed" if error.exit_code == ExitCode.FAILED else "refused", verb, error.message,
+                                request))
+        _die(error)
+
+
+def _on_bus(operation: Any) -> Any:
+    async def connected() -> Any:
         async with Systemd.connect() as systemd:
             return await operation(systemd)
 
-    if not changes:
-        return asyncio.run(connected())
-    with lock.held(), interrupts.deferred():
-        return asyncio.run(connected())
+    return asyncio.run(connected())
 
 
-def _as_sdoverlay_error(error: Exception) -> SdoverlayError:
-    """Any failure as one line with an exit code: never a traceback (issue 7, item 8)."""
-    if isinstance(error, SdoverlayError):
-        return error
-    if isinstance(error, OSError):
-        what = f"{error.strerror or error}" + (f": {error.filename}" if error.filename else "")
-        if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            return PermissionDenied(f"permission denied: {what}; run as root")
-        return OperationFailed(what)
-    return OperationFailed(f"internal error: {type(error).__name__}: {error}")
-
-
-def _event(kind: str, verb: str, result: str, name: str = "", target: str = "", source: str = "",
-           owner_uid: int | None = None) -> audit.Event:
-    return audit.Event(event=kind, verb=verb, name=name, target=target, source=source,
-                       owner_uid=identity.caller_uid() if owner_uid is None else owner_uid,
-                       session=identity.session_id(), result=result)
-
-
-def _spec_events(verb: str, outcome: object) -> list[audit.Event]:
-    spec = outcome.spec if isinstance(outcome, OverlayStatus) else outcome
-    assert isinstance(spec, OverlaySpec)
-    kind = {"apply": "applied", "unlock": "applied", "reset": "reset", "persist": "persisted"}[verb]
-    return [_event(kind, verb, "ok", spec.name, spec.target, spec.source or "", spec.owner_uid)]
-
-
-def _execute(verb: str, request: dict[str, str | None], operation: Callable[[], T],
-             events: Callable[[str, T], list[audit.Event]] = _spec_events) -> T:
-    """Run OPERATION; audit its outcome under VERB: the REQUEST's name, target
-    and source on refusal or failure, EVENTS of the outcome on success."""
-    try:
-        outcome = operation()
-    except Exception as raised:  # noqa: BLE001 - every failure is one audited line
-        error = _as_sdoverlay_error(raised)
-        kind = "failed" if error.exit_code == ExitCode.FAILED else "refused"
-        audit.record(_event(kind, verb, error.message, request.get("name") or "", request.get("target") or "",
-                            request.get("source") or ""))
-        _die(error)
-    for event in events(verb, outcome):
-        audit.record(event)
-    return outcome
-
-
-def _human_bytes(count: int | None) -> str:
-    if count is None:
-        return "-"
-    value = float(count)
-    for unit in ("B", "K", "M", "G"):
-        if value < 1024:
-            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
-        value /= 1024
-    return f"{value:.1f}T"
-
-
-def _emit(status: OverlayStatus, as_json: bool, verb: str) -> None:
+def _emit(status: dict[str, Any], as_json: bool, verb: str) -> None:
     if as_json:
-        click.echo(json.dumps(status.to_json(), indent=2))
+        click.echo(json.dumps(status, indent=2))
         return
-    spec = status.spec
-    what = f"{spec.source} on {spec.target}" if spec.source else f"empty writable layer on {spec.target}"
-    mode = "read-only" if spec.read_only else "writable"
-    click.echo(f"{verb} overlay {spec.name!r}: {what} ({mode}, {status.state}, units {', '.join(spec.units)})")
+    target = status["target"]
+    what = f"{status['source']} on {target}" if status["source"] else f"empty writable layer on {target}"
+    mode = "read-only" if status["read_only"] else "writable"
+    click.echo(f"{verb} overlay {status['name']!r}: {what} ({mode}, {status['state']}, units {', '.join(status['units'])})")
+
+
+def _on_behalf_of() -> int | None:
+    """The user root acts for (sudo, pkexec); the service honours it only from root."""
+    if os.getuid() == 0:
+        owner = identity.caller_uid()
+        return owner if owner != 0 else None
+    return None
 
 
 @click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
@@ -153,7 +97,7 @@ def main() -> None:
         message = f"{error.format_message()} (see '{command} --help')"
         verb = error.ctx.info_name if error.ctx and error.ctx.parent else ""
         if verb in CHANGING_VERBS:
-            audit.record(_event("refused", verb, message))
+            audit.record(_cli_event("refused", verb, message))
         click.echo(f"{command}: {message}", err=True)
         sys.exit(ExitCode.INVALID)
     except click.ClickException as error:
@@ -163,55 +107,21 @@ def main() -> None:
         click.echo("sdoverlay: aborted", err=True)
         sys.exit(ExitCode.FAILED)
     except Exception as raised:  # noqa: BLE001 - list, log and the rest: one line, too
-        _die(_as_sdoverlay_error(raised))
+        _die(verbs.as_sdoverlay_error(raised))
 
 
 CHANGING_VERBS = ("apply", "unlock", "reset", "remove", "persist", "gc")
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 force_option = click.option("--force", is_flag=True, help="Act on an overlay that belongs to another user.")
+ask_option = click.option("--no-ask-password", "no_ask_password", is_flag=True,
+                          help="Do not ask for a password (no polkit agent, no interactive authorization).")
 size_option = click.option(
     "--size",
     default=DEFAULT_SIZE,
     show_default=True,
     help="Memory cap of the overlay's tmpfs (content plus writes): bytes with k/M/G, or a percentage of RAM.",
 )
-
-
-def _create(name: str, target: str, source: str | None, read_only: bool, size: str,
-            keep_ownership: bool = False, allow_setuid: bool = False,
-            allow_world_writable: bool = False, hotfix: bool = False) -> OverlayStatus:
-    """Check everything, then apply. Nothing is created before all checks pass."""
-    validate.name(name)
-    validate.size(size)
-    limits = config.load()
-    resolved_target = validate.target(target, limits.allowed_roots)
-    resolved_source = None
-    if source is not None:
-        resolved_source = validate.source(source)
-        found = validate.scan(resolved_source)
-        validate.content(found, f"source {source}", allow_setuid, allow_world_writable)
-        limit = sizes.tmpfs_size_bytes(size)
-        if found.bytes_needed > limit:
-            raise LimitExceeded(
-                f"source {source} needs {found.bytes_needed} bytes, more than --size {size} ({limit} bytes)"
-            )
-    owner = identity.caller_uid()
-
-    async def create(systemd: Systemd) -> OverlayStatus:
-        await overlays.check_new(systemd, name, resolved_target, size, owner, limits)
-        spec = OverlaySpec(
-            name=name, target=resolved_target, source=resolved_source, read_only=read_only, size=size,
-            owner_uid=owner, created_at=overlays.now_iso(), session=identity.session_id(),
-            keep_ownership=keep_ownership, allow_setuid=allow_setuid, allow_world_writable=allow_world_writable,
-            persistent=hotfix, dropin=persistence.dropin_path(name) if hotfix else "",
-            **(await overlays.mount_plan(systemd, resolved_target)),
-        )
-        if hotfix:
-            return await persistence.hotfix(systemd, spec)
-        return await overlays.apply(systemd, spec)
-
-    return _on_bus(create, changes=True)
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
@@ -224,17 +134,21 @@ def _create(name: str, target: str, source: str | None, read_only: bool, size: s
 @click.option("--allow-setuid", is_flag=True,
               help="Accept setuid/setgid files and file capabilities in SOURCE: they will run with privileges.")
 @click.option("--allow-world-writable", is_flag=True, help="Accept world-writable files and dirs in SOURCE.")
+@ask_option
 @json_option
 def apply(name: str, source: str, target: str, read_only: bool, size: str, keep_ownership: bool,
-          allow_setuid: bool, allow_world_writable: bool, as_json: bool) -> None:
+          allow_setuid: bool, allow_world_writable: bool, no_ask_password: bool, as_json: bool) -> None:
     """Copy SOURCE (a file or a tree) and lay it over TARGET as overlay NAME.
 
     A file SOURCE appears as TARGET/basename; a directory's entries appear in
-    TARGET. SOURCE is copied at once: later edits to it do not show. The copy
-    is owned by root:root unless --keep-ownership.
+    TARGET. SOURCE is read with the caller's rights and copied at once: later
+    edits to it do not show. The copy is owned by root:root unless
+    --keep-ownership.
     """
-    status = _execute("apply", {"name": name, "target": target, "source": source}, lambda: _create(
-        name, target, source, read_only, size, keep_ownership, allow_setuid, allow_world_writable))
+    request = {"name": name, "target": target, "source": source}
+    status = _request("apply", request, "Apply", [name, source, target, client.options(
+        read_only=read_only, size=size, keep_ownership=keep_ownership, allow_setuid=allow_setuid,
+        allow_world_writable=allow_world_writable, on_behalf_of=_on_behalf_of())], not no_ask_password)
     _emit(status, as_json, "applied")
 
 
@@ -244,12 +158,13 @@ def apply(name: str, source: str, target: str, read_only: bool, size: str, keep_
 @click.option("--hotfix", is_flag=True,
               help="Persistent: writes survive reboots (kept in /var/lib/sdoverlay) until the overlay is removed.")
 @size_option
+@ask_option
 @json_option
-def unlock(target: str, name: str | None, hotfix: bool, size: str, as_json: bool) -> None:
+def unlock(target: str, name: str | None, hotfix: bool, size: str, no_ask_password: bool, as_json: bool) -> None:
     """Make TARGET (default /usr) writable with an empty overlay; writes go to memory."""
     chosen = name if name is not None else paths.default_unlock_name(os.path.realpath(target) if target else "")
-    status = _execute("unlock", {"name": chosen, "target": target},
-                      lambda: _create(chosen, target, None, False, size, hotfix=hotfix))
+    status = _request("unlock", {"name": chosen, "target": target}, "Unlock", [target, chosen, client.options(
+        size=size, hotfix=hotfix, on_behalf_of=_on_behalf_of())], not no_ask_password)
     _emit(status, as_json, "unlocked")
 
 
@@ -258,10 +173,7 @@ def unlock(target: str, name: str | None, hotfix: bool, size: str, as_json: bool
 @json_option
 def list_(uid: int | None, as_json: bool) -> None:
     """List overlays, with their state and memory use."""
-    try:
-        found = [s for s in _on_bus(overlays.list_all) if uid is None or s.spec.owner_uid == uid]
-    except SdoverlayError as error:
-        _die(error)
+    found = [s for s in _on_bus(overlays.list_all) if uid is None or s.spec.owner_uid == uid]
     if as_json:
         click.echo(json.dumps([s.to_json() for s in found], indent=2))
         return
@@ -271,7 +183,7 @@ def list_(uid: int | None, as_json: bool) -> None:
         rows.append((
             spec.name, spec.target, spec.source or "-", str(spec.owner_uid),
             ("ro" if spec.read_only else "rw") + (",persistent" if spec.persistent else ""), status.state,
-            _human_bytes(status.upper_used_bytes), _human_bytes(status.size_limit_bytes), spec.created_at,
+            sizes.human_bytes(status.upper_used_bytes), sizes.human_bytes(status.size_limit_bytes), spec.created_at,
             spec.dropin or "-",
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -286,45 +198,21 @@ def list_(uid: int | None, as_json: bool) -> None:
 @cli.command(epilog=EXIT_CODES_HELP)
 @click.argument("name")
 @force_option
+@ask_option
 @json_option
-def reset(name: str, force: bool, as_json: bool) -> None:
+def reset(name: str, force: bool, no_ask_password: bool, as_json: bool) -> None:
     """Discard what was written to overlay NAME; keep its applied content."""
-    caller = identity.caller_uid()
-    status = _execute("reset", {"name": name},
-                      lambda: _on_bus(lambda systemd: overlays.reset(systemd, name, caller, force), changes=True))
+    status = _request("reset", {"name": name}, "Reset",
+                      [name, client.options(force=force, on_behalf_of=_on_behalf_of())], not no_ask_password)
     _emit(status, as_json, "reset")
-
-
-@dataclasses.dataclass(frozen=True)
-class _Removed:
-    name: str
-    removal: overlays.Removal | None  # None: only leftovers of NAME were there
-    leftovers: list[str]
-
-
-def _removal_events(verb: str, outcome: _Removed) -> list[audit.Event]:
-    if outcome.removal is None:
-        return [_event("collected", verb, f"removed leftover {what}", outcome.name) for what in outcome.leftovers]
-    spec = outcome.removal.spec
-    events = [_event("removed", verb, "ok", spec.name, spec.target, spec.source or "", spec.owner_uid)]
-    if outcome.removal.still_used_by:
-        events.append(_event("detached", verb, _detached_text(outcome.removal), spec.name, spec.target,
-                             spec.source or "", spec.owner_uid))
-    return events
-
-
-def _detached_text(removal: overlays.Removal) -> str:
-    return (
-        f"detached lazily: still used by {holders.listed(removal.still_used_by)}; "
-        f"{_human_bytes(removal.held_bytes)} stay allocated until they exit (listed as 'detached')"
-    )
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
 @click.argument("name")
 @force_option
+@ask_option
 @json_option
-def remove(name: str, force: bool, as_json: bool) -> None:
+def remove(name: str, force: bool, no_ask_password: bool, as_json: bool) -> None:
     """Unmount overlay NAME, free its memory and remove its units.
 
     If processes still use an overlay that is unmounted lazily (one on a
@@ -333,64 +221,33 @@ def remove(name: str, force: bool, as_json: bool) -> None:
     memory is freed. Where only leftovers of NAME remain (a command was
     killed), they are removed.
     """
-    caller = identity.caller_uid()
-
-    async def remove_and_forget(systemd: Systemd) -> _Removed:
-        try:
-            removal = await overlays.remove(systemd, name, caller, force)
-        except NotFound:
-            leftovers = await _remove_leftovers(systemd, name)
-            if not leftovers:
-                raise
-            return _Removed(name, None, leftovers)
-        problems = await persistence.forget(systemd, removal.spec)
-        if problems:
-            raise OperationFailed(f"removed overlay {name!r}, but not all of its drop-in and data: " + "; ".join(problems))
-        return _Removed(name, removal, [])
-
-    outcome = _execute("remove", {"name": name}, lambda: _on_bus(remove_and_forget, changes=True), _removal_events)
-    removal = outcome.removal
+    outcome = _request("remove", {"name": name}, "Remove",
+                       [name, client.options(force=force, on_behalf_of=_on_behalf_of())], not no_ask_password)
     if as_json:
-        click.echo(json.dumps({
-            "name": name,
-            "target": removal.spec.target if removal else None,
-            "removed": True,
-            "detached": bool(removal and removal.still_used_by),
-            "still_used_by": [dataclasses.asdict(holder) for holder in removal.still_used_by] if removal else [],
-            "held_bytes": removal.held_bytes if removal and removal.still_used_by else 0,
-            "leftovers": outcome.leftovers,
-        }, indent=2))
-    elif removal is None:
-        click.echo(f"overlay {name!r} was gone; removed what was left of it: {', '.join(outcome.leftovers)}")
-    elif removal.still_used_by:
-        click.echo(f"removed overlay {name!r} from {removal.spec.target}; {_detached_text(removal)}")
+        click.echo(json.dumps(outcome, indent=2))
+    elif outcome["leftovers"]:
+        click.echo(f"overlay {name!r} was gone; removed what was left of it: {', '.join(outcome['leftovers'])}")
+    elif outcome["detached"]:
+        click.echo(f"removed overlay {name!r} from {outcome['target']}; "
+                   + verbs.detached_text(outcome["still_used_by"], outcome["held_bytes"]))
     else:
-        click.echo(f"removed overlay {name!r} from {removal.spec.target}")
-
-
-async def _remove_leftovers(systemd: Systemd, name: str) -> list[str]:
-    """What a killed command left of overlay NAME, removed; what it was."""
-    removed = []
-    for finding in await collect.find(systemd, only_name=name, include_state=False):
-        if finding.removable:
-            await collect.remove(systemd, finding)
-            removed.append(finding.what)
-    return removed + await persistence.forget_name(systemd, name)
+        click.echo(f"removed overlay {name!r} from {outcome['target']}")
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
 @click.argument("name")
 @force_option
+@ask_option
 @json_option
-def persist(name: str, force: bool, as_json: bool) -> None:
+def persist(name: str, force: bool, no_ask_password: bool, as_json: bool) -> None:
     """Make live overlay NAME persistent: it comes back at boot, with its writes.
 
     Writes its drop-in to /etc/sdoverlay.d/NAME.conf and keeps its content
-    and writes under /var/lib/sdoverlay/NAME.
+    and writes under /var/lib/sdoverlay/NAME. Persisting it again changes
+    nothing; after an interrupted persist it finishes the job.
     """
-    caller = identity.caller_uid()
-    status = _execute("persist", {"name": name},
-                      lambda: _on_bus(lambda systemd: persistence.persist(systemd, name, caller, force), changes=True))
+    status = _request("persist", {"name": name}, "Persist",
+                      [name, client.options(force=force, on_behalf_of=_on_behalf_of())], not no_ask_password)
     _emit(status, as_json, "persisted")
 
 
@@ -417,39 +274,22 @@ def log(name: str | None, as_json: bool) -> None:
 @click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
 @click.option("--remove-orphaned-state", is_flag=True,
               help="Also remove /var/lib/sdoverlay/NAME dirs that no drop-in names (they may hold someone's writes).")
+@ask_option
 @json_option
-def gc(dry_run: bool, remove_orphaned_state: bool, as_json: bool) -> None:
+def gc(dry_run: bool, remove_orphaned_state: bool, no_ask_password: bool, as_json: bool) -> None:
     """Remove what belongs to no overlay: stale hold units, failed units of
     ours, unmounted area dirs, partial copies left by killed commands.
 
     A live overlay is never touched. Orphaned persistent state is reported,
     and removed only with --remove-orphaned-state.
     """
-
-    async def collect_garbage(systemd: Systemd) -> list[tuple[collect.Finding, str]]:
-        if os.geteuid() != 0:
-            raise PermissionDenied("gc looks at and removes units and files of every user: run it as root")
-        results = []
-        for finding in await collect.find(systemd):
-            if not (finding.removable or (finding.kind == "state" and remove_orphaned_state)):
-                results.append((finding, "kept"))
-            elif dry_run:
-                results.append((finding, "would-remove"))
-            else:
-                await collect.remove(systemd, finding)
-                results.append((finding, "removed"))
-        return results
-
-    def events(verb: str, results: list[tuple[collect.Finding, str]]) -> list[audit.Event]:
-        return [_event("collected", verb, f"removed {finding.kind} {finding.what}: {finding.reason}", finding.name)
-                for finding, action in results if action == "removed"]
-
-    results = _execute("gc", {}, lambda: _on_bus(collect_garbage, changes=True), events)
+    results = _request("gc", {}, "CollectGarbage", [client.options(
+        dry_run=dry_run, remove_orphaned_state=remove_orphaned_state)], not no_ask_password)
     if as_json:
-        click.echo(json.dumps([finding.to_json(action) for finding, action in results], indent=2))
+        click.echo(json.dumps(results, indent=2))
         return
-    verbs = {"removed": "removed", "would-remove": "would remove", "kept": "left alone"}
-    for finding, action in results:
-        click.echo(f"{verbs[action]}: {finding.what} ({finding.reason})")
-    removed = sum(1 for _, action in results if action != "kept")
+    verbs_text = {"removed": "removed", "would-remove": "would remove", "kept": "left alone"}
+    for result in results:
+        click.echo(f"{verbs_text[result['action']]}: {result['what']} ({result['reason']})")
+    removed = sum(1 for result in results if result["action"] != "kept")
     click.echo(f"{removed} item(s) {'to remove' if dry_run else 'removed'}, {len(results) - removed} left alone.")

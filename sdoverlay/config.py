@@ -8,6 +8,7 @@ the list AllowedRoots= an empty assignment resets it.
 
     [Overlays]
     AllowedRoots=/usr
+    UserAllowedRoots=/usr/share/doc   # for callers other than root; default: AllowedRoots=
     MaxOverlaysPerOwner=infinity
     MaxBytesPerOwner=infinity
 """
@@ -29,6 +30,15 @@ class Config:
     allowed_roots: tuple[str, ...] = ("/usr",)
     max_overlays_per_owner: int | None = None  # None: no limit
     max_bytes_per_owner: int | None = None
+    # Where callers other than root may put overlays; None: AllowedRoots=.
+    # Each must lie within AllowedRoots= (narrower, never wider).
+    user_allowed_roots: tuple[str, ...] | None = None
+
+    def roots_for(self, caller_uid: int) -> tuple[str, ...]:
+        if caller_uid == 0 or self.user_allowed_roots is None:
+            return self.allowed_roots
+        return tuple(root for root in self.user_allowed_roots
+                     if any(paths.is_within(root, allowed) for allowed in self.allowed_roots))
 
 
 def config_files() -> list[str]:
@@ -58,6 +68,7 @@ def _bytes_limit(value: str, where: str) -> int | None:
 
 def load() -> Config:
     roots: list[str] | None = None  # None: the default; the first assignment replaces it
+    user_roots: list[str] | None = None
     max_overlays: int | None = None
     max_bytes: int | None = None
     for path in config_files():
@@ -69,17 +80,23 @@ def load() -> Config:
             where = f"{path}: {key}="
             if section != SECTION:
                 raise InvalidInput(f"invalid configuration {path}: unknown section [{section}]")
-            if key == "AllowedRoots":
-                if roots is None or not value:
-                    roots = []
+            if key in ("AllowedRoots", "UserAllowedRoots"):
+                listed = roots if key == "AllowedRoots" else user_roots
+                if listed is None or not value:
+                    listed = []
                 for root in value.split():
                     if not root.startswith("/") or paths.check_path_chars(root) or ".." in root.split("/"):
                         raise InvalidInput(f"invalid configuration {where}: {root!r} is not a plain absolute path")
-                    roots.append(os.path.normpath(root))
+                    listed.append(os.path.normpath(root))
+                if key == "AllowedRoots":
+                    roots = listed
+                else:
+                    user_roots = listed
             elif key == "MaxOverlaysPerOwner":
                 max_overlays = _count_limit(value, where)
             elif key == "MaxBytesPerOwner":
                 max_bytes = _bytes_limit(value, where)
             else:
                 raise InvalidInput(f"invalid configuration {path}: unknown key {key}=")
-    return Config(tuple(roots) if roots is not None else Config.allowed_roots, max_overlays, max_bytes)
+    return Config(tuple(roots) if roots is not None else Config.allowed_roots, max_overlays, max_bytes,
+                  tuple(user_roots) if user_roots is not None else None)

@@ -7,13 +7,19 @@ mounts themselves are always done by units.
 from __future__ import annotations
 
 import os
+import pickle
+import pwd
 import shutil
 import stat
 import subprocess
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from sdoverlay import validate
 from sdoverlay.errors import OperationFailed
 from sdoverlay.spec import OverlaySpec
+
+T = TypeVar("T")
 
 
 def _like_target(path: str, target_stat: os.stat_result) -> None:
@@ -37,7 +43,7 @@ def populate(spec: OverlaySpec) -> None:
         if os.path.lexists(partial):
             shutil.rmtree(partial)
         os.mkdir(partial, 0o700)
-        copy_in(spec.source, partial)
+        copy_in(spec.source, partial, as_uid=spec.owner_uid)
         # Checked again on the copy, which only root can change: SOURCE may
         # have changed since it was checked (and a FIFO is copied, not read).
         validate.content(
@@ -85,16 +91,73 @@ def _own_path_by_root(path: str) -> None:
         os.setxattr(path, validate.CAPABILITY_XATTR, capabilities)
 
 
-def copy_in(source: str, content_dir: str) -> None:
+def credentials(uid: int) -> tuple[int, list[int]]:
+    """UID's primary group and groups, as a login would have them."""
+    try:
+        entry = pwd.getpwnam(pwd.getpwuid(uid).pw_name)
+    except KeyError:
+        return uid, []
+    return entry.pw_gid, os.getgrouplist(entry.pw_name, entry.pw_gid)
+
+
+def as_user(uid: int, function: Callable[..., T], *args: Any) -> T:
+    """FUNCTION(*ARGS) run with UID's rights (a forked child that drops to
+    them), its result or exception handed back; root's own call runs as it is.
+
+    This is how the service reads a user's SOURCE (issue 8): what the user
+    cannot read, it cannot read either, whatever is swapped in meanwhile."""
+    if uid == 0:
+        return function(*args)
+    gid, groups = credentials(uid)
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        os.close(reader)
+        try:
+            os.setgroups(groups)
+            os.setresgid(gid, gid, gid)
+            os.setresuid(uid, uid, uid)
+            outcome: tuple[bool, Any] = (True, function(*args))
+        except BaseException as error:  # noqa: BLE001 - handed to the parent
+            outcome = (False, error)
+        try:
+            with os.fdopen(writer, "wb") as pipe:
+                pickle.dump(outcome, pipe)
+        finally:
+            os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as pipe:
+        data = pipe.read()
+    os.waitpid(pid, 0)
+    if not data:
+        raise OperationFailed(f"cannot check as uid {uid}: the checking process died")
+    ok, value = pickle.loads(data)
+    if not ok:
+        raise value
+    return value
+
+
+def copy_in(source: str, content_dir: str, as_uid: int = 0) -> None:
     """Snapshot SOURCE with cp -a: a file lands as content/basename, a dir's
     entries in content/. cp -a also keeps what an upper dir means to
     overlayfs (whiteouts are 0:0 character devices, opaque dirs
-    trusted.overlay.* xattrs), which `persist` relies on."""
+    trusted.overlay.* xattrs), which `persist` relies on.
+
+    AS_UID: cp runs with that user's rights (an overlay's owner other than
+    root), so that it reads nothing the owner could not: CONTENT_DIR is
+    handed to the user first, and cp writes to it relative to its working
+    dir, as the area above it is root's alone (mode 0700)."""
+    destination = "." if as_uid else content_dir
     if os.path.isdir(source):
-        command = ["cp", "-a", "-T", "--", source, content_dir]
+        command = ["cp", "-a", "-T", "--", source, destination]
     else:
-        command = ["cp", "-a", "--", source, os.path.join(content_dir, os.path.basename(source))]
-    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+        command = ["cp", "-a", "--", source, os.path.join(destination, os.path.basename(source))]
+    drop: dict[str, Any] = {}
+    if as_uid:
+        gid, groups = credentials(as_uid)
+        os.chown(content_dir, as_uid, gid)
+        drop = {"cwd": content_dir, "user": as_uid, "group": gid, "extra_groups": groups}
+    completed = subprocess.run(command, capture_output=True, text=True, check=False, **drop)
     if completed.returncode != 0:
         reason = completed.stderr.strip().splitlines()
         raise OperationFailed(f"cannot copy {source}: {reason[0] if reason else 'cp failed'}")

@@ -4,7 +4,8 @@ A path under TARGET says nothing about which mount a process uses (the
 overlay, or what lies beneath it), and after a lazy unmount the detached
 overlay has no path at all. Mount IDs are exact: /proc/PID/fdinfo/N names
 the mount of each open file, and a /proc/PID/{cwd,root} or map_files link
-opened with O_PATH resolves to the very mount the process holds, whose ID
+opened with O_PATH resolves to the very mount the process holds (so does
+/proc/PID/exe: a running program holds the mount it was started from), whose ID
 our own fdinfo then shows. A detached mount keeps its ID until it is freed.
 """
 
@@ -47,7 +48,7 @@ def _link_mount_id(link: str) -> int | None:
 
 def _uses(pid: str, mount_ids: set[int]) -> bool:
     base = f"/proc/{pid}"
-    for link in ("cwd", "root"):
+    for link in ("cwd", "root", "exe"):  # exe: a program run from the overlay (PID 1 after daemon-reexec)
         if _link_mount_id(f"{base}/{link}") in mount_ids:
             return True
     try:
@@ -64,12 +65,12 @@ def _uses(pid: str, mount_ids: set[int]) -> bool:
 
 
 def holders(mount_ids: set[int]) -> list[Holder]:
-    """Every process (but this one) whose cwd, root, open files or mapped
-    files lie on one of MOUNT_IDS."""
+    """Every process whose cwd, root, open files or mapped files lie on one
+    of MOUNT_IDS. This one too: sdoverlay's service, started after an
+    `unlock /usr`, runs from that overlay itself until it exits idle."""
     found = []
-    own = str(os.getpid())
     for pid in os.listdir("/proc"):
-        if not pid.isdigit() or pid == own:
+        if not pid.isdigit():
             continue
         if _uses(pid, mount_ids):
             try:

@@ -1,4 +1,4 @@
-"""One host-wide lock for every verb that changes overlays.
+"""One host-wide lock for every verb that changes overlays, taken by sdoverlay's service.
 
 The checks a new overlay must pass (name free, no overlap with another
 overlay, quota) and its creation must be one step, or two racing
@@ -15,11 +15,12 @@ even by SIGKILL, so a killed command never leaves the lock taken.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 from sdoverlay.errors import OperationFailed
 
@@ -38,9 +39,6 @@ def held(wait: float = WAIT_SECONDS) -> Iterator[None]:
         fd = _open()
     except OSError as error:
         raise OperationFailed(f"cannot take sdoverlay's lock {LOCK_FILE}: {error.strerror}") from error
-    if fd is None:
-        yield  # see _open: systemd and polkit refuse this caller's changes anyway
-        return
     try:
         deadline = time.monotonic() + wait
         while True:
@@ -48,34 +46,26 @@ def held(wait: float = WAIT_SECONDS) -> Iterator[None]:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                if time.monotonic() > deadline:
+                if time.monotonic() >= deadline:
                     holder = _holder(fd)
-                    raise OperationFailed(
+                    raise LockBusy(
                         f"another sdoverlay command{holder} has held {LOCK_FILE} for over {wait:.0f} s; try again later"
                     ) from None
                 time.sleep(_POLL_SECONDS)
-        if os.geteuid() == 0:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
     finally:
         os.close(fd)  # releases the lock
 
 
-def _open() -> int | None:
-    """The lock file, opened. flock(2) needs no write access, so any caller
-    takes the same lock read-only; only root creates it. A caller who is not
-    root and finds no lock file yet gets None: no sdoverlay change has run
-    since boot, and systemd asks polkit about each of this caller's requests
-    (the D-Bus service of the user-overlays issue takes the lock for them)."""
-    flags = os.O_CLOEXEC | os.O_NOFOLLOW
-    if os.geteuid() == 0:
-        os.makedirs(LOCK_DIR, 0o755, exist_ok=True)
-        return os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT | flags, 0o644)
-    try:
-        return os.open(LOCK_FILE, os.O_RDONLY | flags)
-    except FileNotFoundError:
-        return None
+class LockBusy(OperationFailed):
+    """Another process holds the lock longer than the caller would wait."""
+
+
+def _open() -> int:
+    os.makedirs(LOCK_DIR, 0o755, exist_ok=True)
+    return os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
 
 
 def _holder(fd: int) -> str:
@@ -84,3 +74,23 @@ def _holder(fd: int) -> str:
     except OSError:
         return ""
     return f" (pid {pid})" if pid.isdigit() else ""
+
+
+@contextlib.asynccontextmanager
+async def held_async(wait: float = WAIT_SECONDS) -> AsyncIterator[None]:
+    """held(), for the service's event loop: waiting for the lock does not
+    stop it from answering other callers (each holder opens the file anew,
+    and flock(2) locks are per open file, so two requests in one process
+    exclude each other too)."""
+    deadline = time.monotonic() + wait
+    with contextlib.ExitStack() as stack:
+        while True:
+            try:
+                stack.enter_context(held(wait=0))
+                break
+            except LockBusy:
+                if time.monotonic() > deadline:
+                    raise LockBusy(f"another sdoverlay request has held {LOCK_FILE} for over {wait:.0f} s; "
+                                   "try again later") from None
+                await asyncio.sleep(_POLL_SECONDS)
+        yield

@@ -196,7 +196,7 @@ async def _complete(systemd: Systemd, name: str) -> OverlayStatus:
     return status
 
 
-async def persist(systemd: Systemd, name: str, caller_uid: int, force: bool) -> OverlayStatus:
+async def persist(systemd: Systemd, name: str) -> OverlayStatus:
     """Turn live overlay NAME into a persistent one, keeping its content and its writes.
 
     Idempotent, and it finishes what a killed persist of NAME began (issue 7,
@@ -218,7 +218,6 @@ async def persist(systemd: Systemd, name: str, caller_uid: int, force: bool) -> 
         if data_whole:
             return await _complete(systemd, name)
         raise
-    overlays.check_owner(status, caller_uid, force, "persist")
     old = status.spec
     if old.persistent and old.dropin == dropin:
         return await _complete(systemd, name)

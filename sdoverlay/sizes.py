@@ -35,3 +35,15 @@ def tmpfs_size_bytes(spec: str) -> int:
     else:
         total = parse_bytes(spec)
     return -(-total // PAGE) * PAGE
+
+
+def human_bytes(count: int | None) -> str:
+    """1536 -> "1.5K"; None -> "-" (an empty table cell)."""
+    if count is None:
+        return "-"
+    value = float(count)
+    for unit in ("B", "K", "M", "G"):
+        if value < 1024:
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024
+    return f"{value:.1f}T"

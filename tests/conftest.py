@@ -9,7 +9,7 @@ import pytest
 from tests.testbed import SDOVERLAY, Container
 
 
-def _require_test_bed() -> None:
+def require_test_bed() -> None:
     # Never skip: a test bed that cannot boot fails the run and says why.
     missing = [tool for tool in ("systemd-nspawn", "nsenter", "setpriv") if shutil.which(tool) is None]
     if os.geteuid() != 0:
@@ -22,6 +22,6 @@ def _require_test_bed() -> None:
 
 @pytest.fixture
 def bed() -> Iterator[Container]:
-    _require_test_bed()
+    require_test_bed()
     with Container() as container:
         yield container

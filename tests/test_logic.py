@@ -10,8 +10,11 @@ import pytest
 from dbus_next import Variant
 
 from sdoverlay import (
+    api,
+    collect,
     config,
     identity,
+    ini,
     mountinfo,
     paths,
     sizes,
@@ -20,7 +23,7 @@ from sdoverlay import (
     unmounter,
     validate,
 )
-from sdoverlay.errors import InvalidInput
+from sdoverlay.errors import Conflict, ExitCode, InvalidInput, PermissionDenied
 from sdoverlay.sizes import SIZE_PATTERN
 from sdoverlay.spec import OverlaySpec, parse_metadata, spec_from_metadata
 
@@ -284,3 +287,103 @@ def test_lazy_unmount_without_ldd_falls_back_to_this_process_libraries(monkeypat
     assert unmounter.needs_lazy_unmount(libc_dir, files)
     assert unmounter.needs_lazy_unmount("/usr/bin", files)
     assert not unmounter.needs_lazy_unmount("/usr/share/doc", files)
+
+
+@pytest.mark.parametrize("argument", ["/srv/my src", "/a$b", "/semi;colon", "/ünï", 'q"uote', "/50%"])
+def test_paths_in_list_settings_round_trip(argument: str) -> None:
+    text = f"[Unit]\nRequiresMountsFor=/plain {units.word_quote(argument)}\n"
+    assert dict(unitfile.to_properties(text))["RequiresMountsFor"].value == ["/plain", argument]
+
+
+def test_dollar_in_a_command_line_is_doubled_for_systemd() -> None:
+    assert units.exec_quote("/a$b") == '"/a$$b"'
+    text = f"[Service]\nExecStart=/bin/echo {units.exec_quote('/my src/$HOME')}\n"
+    (command,) = dict(unitfile.to_properties(text))["ExecStart"].value
+    assert command[1] == ["/bin/echo", "/my src/$$HOME"]  # systemd turns $$ into $ when it runs it
+
+
+def test_unit_dependencies_keep_their_escapes() -> None:
+    text = "[Unit]\nBindsTo=run-usroverlay-usr\\x2dshare.mount\n"
+    assert dict(unitfile.to_properties(text))["BindsTo"].value == ["run-usroverlay-usr\\x2dshare.mount"]
+
+
+def test_log_extra_fields_are_quoted_bytes() -> None:
+    spec = make_spec(source="/srv/my src")
+    content_unit = units.render(spec)[1]
+    fields = dict(unitfile.to_properties(content_unit.text))["LogExtraFields"].value
+    assert b"SDOVERLAY_SOURCE=/srv/my src" in fields and b"SDOVERLAY_NAME=demo" in fields
+
+
+def test_the_live_overlay_does_not_make_its_target_a_foreign_mount_point() -> None:
+    text = (
+        "36 35 98:0 / /usr rw - ext4 /dev/vda rw\n"
+        "50 36 0:60 / /usr/share/man rw - overlay overlay rw,lowerdir=/usr/share/man,"
+        "upperdir=/var/lib/sdoverlay/h1/upper,workdir=/var/lib/sdoverlay/h1/work\n"
+        "51 36 0:61 / /usr/share/doc rw - overlay overlay rw,lowerdir=/run/usroverlay/d/content:/usr/share/doc\n"
+        "52 36 0:62 / /usr/share/info rw - overlay overlay rw,lowerdir=/other:/usr/share/info\n"
+    )
+    entries = mountinfo.parse(text)
+    assert entries[1].mount_id == 50
+    assert mountinfo.is_foreign_mount_point("/usr", entries)
+    assert not mountinfo.is_foreign_mount_point("/usr/share/man", entries)
+    assert not mountinfo.is_foreign_mount_point("/usr/share/doc", entries)
+    assert mountinfo.is_foreign_mount_point("/usr/share/info", entries)  # someone else's overlay
+
+
+def test_only_regular_small_utf8_files_are_read(tmp_path) -> None:
+    (tmp_path / "good.conf").write_text("[Overlay]\n")
+    os.mkfifo(tmp_path / "fifo.conf")
+    (tmp_path / "dir.conf").mkdir()
+    (tmp_path / "dangling.conf").symlink_to(tmp_path / "missing")
+    (tmp_path / "zero.conf").symlink_to("/dev/zero")
+    (tmp_path / "huge.conf").write_text("#" * (ini.MAX_FILE_BYTES + 1))
+    (tmp_path / "bad.conf").write_bytes(b"\xff\xfe")
+    assert ini.read_regular_file(str(tmp_path / "good.conf")) == "[Overlay]\n"
+    for name, why in (("fifo", "a FIFO"), ("dir", "a directory"), ("zero", "a character device"),
+                      ("huge", "larger than")):
+        with pytest.raises(ValueError, match=why):
+            ini.read_regular_file(str(tmp_path / f"{name}.conf"))
+    with pytest.raises(FileNotFoundError):
+        ini.read_regular_file(str(tmp_path / "dangling.conf"))
+    with pytest.raises(UnicodeDecodeError):
+        ini.read_regular_file(str(tmp_path / "bad.conf"))
+
+
+@pytest.mark.parametrize("unit, name", [
+    ("run-usroverlay-my\\x2dname.mount", None),  # escaped: not how area units of valid names look
+    ("run-usroverlay-doc.mount", "doc"),
+    ("usroverlay-my-name-content.service", "my-name"),
+    ("usroverlay-x-hold.service", "x"),
+    ("usroverlay-x-detached.service", "x"),
+    ("usroverlay-usr.service", "usr"),
+    ("sshd.service", None),
+])
+def test_overlay_name_of_unit(unit: str, name: str | None) -> None:
+    found = collect.overlay_name_of_unit(unit)
+    assert found == name or (name is None and found is not None and not paths.NAME_PATTERN.fullmatch(found))
+
+
+def test_service_errors_map_to_exit_codes_and_back() -> None:
+    for error in (Conflict("taken"), PermissionDenied("no"), InvalidInput("bad")):
+        back = api.error_from(api.error_name(error), error.message)
+        assert type(back) is type(error) and back.message == error.message
+    assert api.error_from("org.freedesktop.DBus.Error.Failed", "x") is None
+    assert api.error_name(PermissionDenied("x")).endswith(".PermissionDenied")
+    assert ExitCode.PERMISSION == 5
+
+
+def test_introspection_lists_every_method_with_its_signature() -> None:
+    xml = api.introspection_xml()
+    for method, (signature, names) in api.METHODS.items():
+        assert f'<method name="{method}">' in xml
+        assert len(api._split_signature(signature)) == len(names)
+
+
+def test_user_allowed_roots_are_never_wider(tmp_path, monkeypatch) -> None:
+    etc = tmp_path / "etc"
+    (etc).mkdir()
+    (etc / "sdoverlay.conf").write_text("[Overlays]\nAllowedRoots=/usr\nUserAllowedRoots=/usr/share/doc /srv\n")
+    monkeypatch.setattr(config, "CONFIG_DIRS", [str(etc)])
+    limits = config.load()
+    assert limits.roots_for(0) == ("/usr",)
+    assert limits.roots_for(1000) == ("/usr/share/doc",)

@@ -157,11 +157,16 @@ def test_a_dropin_overlay_counts_for_conflicts(bed: Container) -> None:
 # 4. killed commands and gc ---------------------------------------------------
 
 
+KILL_SERVICE = "pid=$(systemctl show -P MainPID sdoverlay.service); [ \"$pid\" != 0 ] && kill -9 $pid || true"
+
+
 def _kill_after(bed: Container, delay: float, *args: str) -> None:
-    """kill -9 an sdoverlay command after DELAY seconds, then let systemd
-    finish the jobs it had asked for (as the next command would find them)."""
-    bed.sh(f"{shlex.join([SDOVERLAY, *args])} >/dev/null 2>&1 & pid=$!; sleep {delay:.3f}; "
-           "kill -9 $pid 2>/dev/null || true; wait $pid || true")
+    """kill -9 the service doing an sdoverlay command after DELAY seconds,
+    then let systemd finish the jobs it had been asked for (as the next
+    command would find them). The service does the work: killing only the
+    CLI changes nothing (it goes on and finishes)."""
+    bed.sh(f"{shlex.join([SDOVERLAY, *args])} >/dev/null 2>&1 & cli=$!; sleep {delay:.3f}; {KILL_SERVICE}; "
+           "wait $cli || true")
     bed.sh("for i in $(seq 100); do [ -z \"$(systemctl list-jobs --no-legend)\" ] && exit 0; sleep 0.05; done; exit 1")
 
 
@@ -204,6 +209,30 @@ def test_kill_9_at_random_points_then_the_next_command_works(bed: Container, ver
         bed.sdoverlay(*apply, check=True)
         bed.sdoverlay("remove", "k", check=True)
         _gc_then_nothing_left(bed)
+
+
+def test_ctrl_c_leaves_either_a_whole_overlay_or_nothing(bed: Container) -> None:
+    """SIGINT to the CLI stops its waiting, not the request: the service
+    finishes it or rolls it back, and the CLI says so."""
+    bed.sh(SOURCE)
+    rng = random.Random("issue-7-sigint")
+    for _round in range(10):
+        delay = rng.uniform(0.05, 0.5)
+        out = bed.sh(f"{SDOVERLAY} apply i /srv/src /usr/share/doc >/tmp/i.out 2>&1 & pid=$!; sleep {delay:.3f}; "
+                     "kill -INT $pid 2>/dev/null || true; wait $pid; echo rc=$?", check=False).stdout
+        code = int(out.split("rc=")[1])
+        message = bed.run(["cat", "/tmp/i.out"]).stdout
+        if code == 130:  # SIGINT before Python's own handler: the request was never sent
+            assert message == "", message
+        elif code != 0:
+            assert code == 1 and message.count("\n") == 1, (delay, code, message)
+            assert "interrupted: the service goes on" in message or message == "sdoverlay: aborted\n", message
+        bed.run(["flock", "/run/sdoverlay/lock", "true"])  # the service is done with it
+        entries = listed(bed)
+        assert entries == {} or entries["i"]["state"] == "active", (delay, entries)
+        if entries:
+            bed.sdoverlay("remove", "i", check=True)
+        nothing_left(bed)
 
 
 def test_gc_removes_debris_and_never_a_live_overlay(bed: Container) -> None:
@@ -250,15 +279,19 @@ def snapshot_of_live(bed: Container) -> tuple:
 
 def test_the_units_record_their_own_start_and_stop(bed: Container) -> None:
     bed.sh(SOURCE)
-    # Killed once systemd has its units: the overlay comes up without the CLI.
-    bed.sh(f"{SDOVERLAY} apply a /srv/src /usr/share/doc & pid=$!\n"
+    # The service killed once systemd has its units: the overlay comes up
+    # without anyone of sdoverlay's to record it.
+    bed.sh(f"{SDOVERLAY} apply a /srv/src /usr/share/doc >/dev/null 2>&1 & cli=$!\n"
            "until systemctl list-units --all --no-legend run-usroverlay-a.mount | grep -q .; do sleep 0.005; done\n"
-           "kill -9 $pid")
+           f"{KILL_SERVICE}; wait $cli || true")
     bed.sh("for i in $(seq 50); do systemctl is-active -q usr-share-doc.mount && exit 0; sleep 0.1; done; exit 1")
-    assert [entry["event"] for entry in logged(bed, "a", 1)] == ["started"]
+    history = logged(bed, "a", 2)
+    assert [entry["event"] for entry in history if entry["verb"] == "unit"] == ["started"]
+    # The CLI saw its service go away, and says so: the only record not a unit's.
+    assert [(entry["event"], entry["verb"]) for entry in history if entry["verb"] != "unit"] == [("failed", "apply")]
     bed.run(["systemctl", "stop", "usr-share-doc.mount"])  # behind sdoverlay's back
     bed.sh("for i in $(seq 50); do systemctl is-active -q usroverlay-a-content.service || exit 0; sleep 0.1; done; exit 1")
-    events = [(entry["event"], entry["verb"], entry["target"]) for entry in logged(bed, "a", 2)]
+    events = [(entry["event"], entry["verb"], entry["target"]) for entry in logged(bed, "a", 3)]
     assert ("started", "unit", "/usr/share/doc") in events and ("stopped", "unit", "/usr/share/doc") in events, events
     assert bed.sdoverlay("gc", check=True).returncode == 0
     nothing_left(bed)

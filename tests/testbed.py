@@ -7,9 +7,13 @@ bound read-only at its own path, so the venv in it works inside too.
 
 from __future__ import annotations
 
+import atexit
+import functools
+import hashlib
 import itertools
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -29,19 +33,67 @@ class BootFailed(RuntimeError):
     pass
 
 
+# sdoverlay's service files, where `make install` puts them under /usr.
+_SERVICE_FILES = {
+    "share/dbus-1/system-services/org.sdoverlay.Overlays1.service": "org.sdoverlay.Overlays1.service",
+    "share/dbus-1/system.d/org.sdoverlay.Overlays1.conf": "org.sdoverlay.Overlays1.conf",
+    "share/polkit-1/actions/org.sdoverlay.policy": "org.sdoverlay.policy",
+}
+
+
+def host_root_with_service() -> str:
+    """A root dir for nspawn whose /usr is this host's with sdoverlay's
+    service installed, as `make install` would (the service running the
+    venv's Python): a tree of hard links to the host's /usr (5 s, no data
+    copied; the container gets it read-only) plus those files, outside the
+    repo. Made anew for each test run, removed when it ends.
+
+    Not binds of the files' dirs over the host's /usr: those are mounts
+    beneath /usr, which an overlay on /usr or /usr/share would hide (and
+    sdoverlay refuses to hide). Not an overlayfs of the host's /usr: that
+    adds a level of stacking (overlayfs allows two) and its own mounts."""
+    base = Path("/var/tmp") / f"sdoverlay-testbed-{hashlib.sha256(str(REPO).encode()).hexdigest()[:12]}"
+    shutil.rmtree(base, ignore_errors=True)
+    usr = base / "root" / "usr"
+    usr.parent.mkdir(parents=True)
+    subprocess.run(["cp", "-al", "/usr", str(usr)], check=True)
+    for path, name in _SERVICE_FILES.items():
+        (usr / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / "systemd" / name, usr / path)
+    unit = usr / "lib/systemd/system/sdoverlay.service"
+    unit.write_text((REPO / "systemd" / "sdoverlay.service.in").read_text().replace("@PYTHON@", str(VENV / "bin" / "python")))
+    atexit.register(shutil.rmtree, base, ignore_errors=True)
+    return str(base / "root")
+
+
+@functools.cache
+def _host_root() -> str:
+    return host_root_with_service()
+
+
 class Container:
-    def __init__(self, boot_timeout: float = 60.0, binds: tuple[str, ...] = ()) -> None:
+    """ROOT "/" boots this machine's own OS (its /usr read-only, with
+    sdoverlay's service added: host_root_with_service), sdoverlay from the
+    venv; another ROOT is an OS image with sdoverlay installed in its /usr
+    (tests/image.py), booted as it is."""
+
+    def __init__(self, boot_timeout: float = 60.0, binds: tuple[str, ...] = (), root: str = "/") -> None:
         self.machine = f"sdo-{os.getpid()}-{next(_counter)}"
         self.boot_timeout = boot_timeout
         self.binds = binds
+        self.root = root
+        self.sdoverlay_path = SDOVERLAY if root == "/" else "/usr/bin/sdoverlay"
         self._log = tempfile.TemporaryFile()
         self._nspawn: subprocess.Popen[bytes] | None = None
         self.pid = 0
 
     def __enter__(self) -> Container:
         command = [
-            "systemd-nspawn", "-D", "/", "--volatile=yes", "--register=no", "--keep-unit",
-            "-M", self.machine, "-b", "--console=pipe", "-q", f"--bind-ro={REPO}",
+            "systemd-nspawn", "-D", _host_root() if self.root == "/" else self.root, "--volatile=yes",
+            "--register=no", "--keep-unit", "-M", self.machine, "-b", "--console=pipe", "-q", f"--bind-ro={REPO}",
+            # nspawn drops CAP_SYSLOG; a host's sdoverlay.service has it, to
+            # read overlayfs' reasons from the kernel log.
+            "--capability=CAP_SYSLOG",
             *(f"--bind={bind}" for bind in self.binds),
             "systemd.mask=systemd-firstboot.service",
         ]
@@ -105,13 +157,17 @@ class Container:
         argv: list[str],
         *,
         user: int | None = None,
+        login_groups: bool = False,
         check: bool = True,
         env: dict[str, str] | None = None,
         input: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         prefix = ["nsenter", "-t", str(self.pid), "-a"]
         if user is not None:
-            prefix += ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"]
+            # LOGIN_GROUPS: the user's groups from /etc/group, as a login
+            # gives them (polkit 126 asks the caller's process for them).
+            groups = "--init-groups" if login_groups else "--clear-groups"
+            prefix += ["setpriv", f"--reuid={user}", f"--regid={user}", groups]
         completed = subprocess.run(
             [*prefix, *argv], capture_output=True, text=True, env={**CLEAN_ENV, **(env or {})},
             input=input, check=False, timeout=300,
@@ -128,7 +184,7 @@ class Container:
 
     def sdoverlay(self, *args: str, **kwargs) -> subprocess.CompletedProcess[str]:
         kwargs.setdefault("check", False)
-        return self.run([SDOVERLAY, *args], **kwargs)
+        return self.run([self.sdoverlay_path, *args], **kwargs)
 
     def __exit__(self, *_exc: object) -> None:
         if self._nspawn is None:
@@ -140,4 +196,14 @@ class Container:
             except subprocess.TimeoutExpired:
                 os.killpg(self._nspawn.pid, signal.SIGKILL)
                 self._nspawn.wait()
+        # A container whose nspawn was killed must not live on: every
+        # container shares this host's cgroup tree, and a leftover one breaks
+        # the next one's units (219/CGROUP). Killing its PID 1 ends its PID
+        # namespace.
+        if self.pid and os.path.exists(f"/proc/{self.pid}"):
+            os.kill(self.pid, signal.SIGKILL)
+            for _ in range(100):
+                if not os.path.exists(f"/proc/{self.pid}"):
+                    break
+                time.sleep(0.05)
         self._log.close()

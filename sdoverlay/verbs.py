@@ -1,0 +1,262 @@
+"""The verbs that change overlays, as sdoverlay's service runs them for a caller.
+
+Every check is made here, in the privileged service, for the caller the bus
+names (issue 8): validation, allowed roots, content checks (SOURCE read with
+the caller's rights), conflicts, quotas per caller, owner checks, and the
+polkit action each request needs. Each verb runs under the host-wide lock
+(sdoverlay.lock) from its first check to its last job, and is audited: its
+outcome, or its refusal or failure, one line each.
+
+Each verb returns a JSON-ready dict (or list) that the CLI prints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sdoverlay import audit, collect, config, content, holders, lock, overlays, persistence, sizes, validate
+from sdoverlay.bus import Systemd
+from sdoverlay.errors import (
+    ExitCode,
+    LimitExceeded,
+    NotFound,
+    OperationFailed,
+    PermissionDenied,
+    SdoverlayError,
+)
+from sdoverlay.spec import DEFAULT_SIZE, OverlaySpec
+
+# The polkit actions (systemd/org.sdoverlay.policy).
+ACTION_CREATE = "org.sdoverlay.create"
+ACTION_CREATE_PERSISTENT = "org.sdoverlay.create-persistent"
+ACTION_MANAGE_OTHERS = "org.sdoverlay.manage-others"
+ACTION_ALLOW_SETUID = "org.sdoverlay.allow-setuid"
+ACTION_COLLECT = "org.sdoverlay.collect-garbage"
+
+# (action, details) -> None, or PermissionDenied: polkit, asked by the service.
+Authorize = Callable[[str, dict[str, str]], Awaitable[None]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Caller:
+    """Who asked, as the bus says: never what the caller says of itself."""
+
+    uid: int
+    pid: int
+    session: str  # the logind session of the caller's process, or ""
+    # Whom a root caller acts for (SUDO_UID/PKEXEC_UID, passed on by the
+    # CLI); honoured only when the caller is root.
+    on_behalf_of: int | None = None
+
+    @property
+    def owner_uid(self) -> int:
+        if self.uid == 0 and self.on_behalf_of is not None:
+            return self.on_behalf_of
+        return self.uid
+
+
+def as_sdoverlay_error(error: BaseException) -> SdoverlayError:
+    """Any failure as one line with an exit code: never a traceback (issue 7, item 8)."""
+    if isinstance(error, SdoverlayError):
+        return error
+    if isinstance(error, OSError):
+        what = f"{error.strerror or error}" + (f": {error.filename}" if error.filename else "")
+        if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return PermissionDenied(f"permission denied: {what}")
+        return OperationFailed(what)
+    return OperationFailed(f"internal error: {type(error).__name__}: {error}")
+
+
+def _event(caller: Caller, kind: str, verb: str, result: str, name: str = "", target: str = "",
+           source: str = "", owner_uid: int | None = None) -> audit.Event:
+    return audit.Event(event=kind, verb=verb, name=name, target=target, source=source,
+                       owner_uid=caller.owner_uid if owner_uid is None else owner_uid,
+                       session=caller.session, result=result, caller_uid=caller.uid)
+
+
+def _spec_event(caller: Caller, kind: str, verb: str, spec: OverlaySpec, result: str = "ok") -> audit.Event:
+    return _event(caller, kind, verb, result, spec.name, spec.target, spec.source or "", spec.owner_uid)
+
+
+async def audited(caller: Caller, verb: str, request: dict[str, str],
+                  run: Callable[[], Awaitable[tuple[Any, list[audit.Event]]]]) -> Any:
+    """Run a verb; record its events, or its refusal or failure, and re-raise that as an SdoverlayError."""
+    try:
+        outcome, events = await run()
+    except BaseException as raised:  # noqa: BLE001 - every failure is one audited line
+        error = as_sdoverlay_error(raised)
+        kind = "failed" if error.exit_code == ExitCode.FAILED else "refused"
+        audit.record(_event(caller, kind, verb, error.message, request.get("name", ""), request.get("target", ""),
+                            request.get("source", "")))
+        if error is raised or not isinstance(raised, Exception):
+            raise
+        raise error from raised
+    for event in events:
+        audit.record(event)
+    return outcome
+
+
+def _check_source(caller: Caller, source: str, size: str, allow_setuid: bool, allow_world_writable: bool) -> str:
+    """SOURCE as the caller sees it: resolved, readable and scanned with the
+    caller's rights (a root-only file in the caller's dir is refused, though
+    the service could read it); the copy is made with them too (populate)."""
+    resolved, found = content.as_user(caller.owner_uid, _resolve_and_scan, source)
+    validate.content(found, f"source {source}", allow_setuid, allow_world_writable)
+    limit = sizes.tmpfs_size_bytes(size)
+    if found.bytes_needed > limit:
+        raise LimitExceeded(f"source {source} needs {found.bytes_needed} bytes, more than --size {size} ({limit} bytes)")
+    return resolved
+
+
+def _resolve_and_scan(source: str) -> tuple[str, validate.Scan]:
+    resolved = validate.source(source)
+    return resolved, validate.scan(resolved)
+
+
+async def create(systemd: Systemd, caller: Caller, authorize: Authorize, verb: str, name: str, target: str,
+                 source: str | None, options: dict[str, Any]) -> dict[str, Any]:
+    """apply and unlock (--hotfix). Nothing is created before every check passes."""
+    request = {"name": name, "target": target, "source": source or ""}
+
+    async def run() -> tuple[dict[str, Any], list[audit.Event]]:
+        read_only = bool(options.get("read_only", False))
+        size = str(options.get("size", DEFAULT_SIZE))
+        hotfix = bool(options.get("hotfix", False))
+        allow_setuid = bool(options.get("allow_setuid", False))
+        allow_world_writable = bool(options.get("allow_world_writable", False))
+        keep_ownership = bool(options.get("keep_ownership", False))
+        validate.name(name)
+        validate.size(size)
+        limits = config.load()
+        resolved_target = validate.target(target, limits.roots_for(caller.uid))
+        details = {"name": name, "target": resolved_target, "source": source or ""}
+        await authorize(ACTION_CREATE_PERSISTENT if hotfix else ACTION_CREATE, details)
+        if allow_setuid:
+            await authorize(ACTION_ALLOW_SETUID, details)
+        async with lock.held_async():
+            resolved_source = None
+            if source is not None:
+                resolved_source = _check_source(caller, source, size, allow_setuid, allow_world_writable)
+            await overlays.check_new(systemd, name, resolved_target, size, caller.owner_uid, limits)
+            spec = OverlaySpec(
+                name=name, target=resolved_target, source=resolved_source, read_only=read_only, size=size,
+                owner_uid=caller.owner_uid, created_at=overlays.now_iso(), session=caller.session,
+                keep_ownership=keep_ownership, allow_setuid=allow_setuid,
+                allow_world_writable=allow_world_writable,
+                persistent=hotfix, dropin=persistence.dropin_path(name) if hotfix else "",
+                **(await overlays.mount_plan(systemd, resolved_target)),
+            )
+            status = await (persistence.hotfix(systemd, spec) if hotfix else overlays.apply(systemd, spec))
+        return status.to_json(), [_spec_event(caller, "applied", verb, status.spec)]
+
+    return await audited(caller, verb, request, run)
+
+
+async def _owned(systemd: Systemd, caller: Caller, authorize: Authorize, name: str, force: bool,
+                 verb: str) -> overlays.OverlayStatus:
+    """Overlay NAME, if the caller may act on it: their own, or another's
+    with --force and polkit's leave."""
+    status = await overlays.find(systemd, name)
+    overlays.check_owner(status, caller.uid if caller.uid != 0 else caller.owner_uid, force, verb)
+    if status.spec.owner_uid != caller.uid and caller.uid != 0:
+        await authorize(ACTION_MANAGE_OTHERS, {"name": name, "target": status.spec.target,
+                                               "owner_uid": str(status.spec.owner_uid)})
+    return status
+
+
+async def reset(systemd: Systemd, caller: Caller, authorize: Authorize, name: str, force: bool) -> dict[str, Any]:
+    async def run() -> tuple[dict[str, Any], list[audit.Event]]:
+        async with lock.held_async():
+            await _owned(systemd, caller, authorize, name, force, "reset")
+            status = await overlays.reset(systemd, name)
+        return status.to_json(), [_spec_event(caller, "reset", "reset", status.spec)]
+
+    return await audited(caller, "reset", {"name": name}, run)
+
+
+async def persist(systemd: Systemd, caller: Caller, authorize: Authorize, name: str, force: bool) -> dict[str, Any]:
+    async def run() -> tuple[dict[str, Any], list[audit.Event]]:
+        try:
+            await _owned(systemd, caller, authorize, name, force, "persist")
+        except NotFound:
+            pass  # persist finishes a killed persist whose transient overlay is gone, or says so
+        await authorize(ACTION_CREATE_PERSISTENT, {"name": name})
+        async with lock.held_async():
+            status = await persistence.persist(systemd, name)
+        return status.to_json(), [_spec_event(caller, "persisted", "persist", status.spec)]
+
+    return await audited(caller, "persist", {"name": name}, run)
+
+
+def detached_text(still_used_by: list[dict[str, Any]], held_bytes: int) -> str:
+    users = holders.listed([holders.Holder(**holder) for holder in still_used_by])
+    return (f"detached lazily: still used by {users}; {sizes.human_bytes(held_bytes)} stay allocated until they exit "
+            "(listed as 'detached')")
+
+
+async def remove(systemd: Systemd, caller: Caller, authorize: Authorize, name: str, force: bool) -> dict[str, Any]:
+    async def run() -> tuple[dict[str, Any], list[audit.Event]]:
+        async with lock.held_async():
+            try:
+                await _owned(systemd, caller, authorize, name, force, "remove")
+            except NotFound:
+                if caller.uid != 0:
+                    await authorize(ACTION_COLLECT, {"name": name})
+                leftovers = await _remove_leftovers(systemd, name)
+                if not leftovers:
+                    raise
+                outcome = {"name": name, "target": None, "removed": True, "detached": False, "still_used_by": [],
+                           "held_bytes": 0, "leftovers": leftovers}
+                return outcome, [_event(caller, "collected", "remove", f"removed leftover {what}", name)
+                                 for what in leftovers]
+            removal = await overlays.remove(systemd, name, caller.pid)
+            problems = await persistence.forget(systemd, removal.spec)
+        if problems:
+            raise OperationFailed(f"removed overlay {name!r}, but not all of its drop-in and data: " + "; ".join(problems))
+        spec = removal.spec
+        users = [dataclasses.asdict(holder) for holder in removal.still_used_by]
+        outcome = {"name": name, "target": spec.target, "removed": True, "detached": bool(users),
+                   "still_used_by": users, "held_bytes": removal.held_bytes if users else 0, "leftovers": []}
+        events = [_spec_event(caller, "removed", "remove", spec)]
+        if users:
+            events.append(_spec_event(caller, "detached", "remove", spec, detached_text(users, removal.held_bytes)))
+        return outcome, events
+
+    return await audited(caller, "remove", {"name": name}, run)
+
+
+async def _remove_leftovers(systemd: Systemd, name: str) -> list[str]:
+    """What a killed command left of overlay NAME, removed; what it was."""
+    removed = []
+    for finding in await collect.find(systemd, only_name=name, include_state=False):
+        if finding.removable:
+            await collect.remove(systemd, finding)
+            removed.append(finding.what)
+    return removed + await persistence.forget_name(systemd, name)
+
+
+async def collect_garbage(systemd: Systemd, caller: Caller, authorize: Authorize, dry_run: bool,
+                          remove_orphaned_state: bool) -> list[dict[str, str]]:
+    async def run() -> tuple[list[dict[str, str]], list[audit.Event]]:
+        if caller.uid != 0:
+            await authorize(ACTION_COLLECT, {})
+        results, events = [], []
+        async with lock.held_async():
+            for finding in await collect.find(systemd):
+                if not (finding.removable or (finding.kind == "state" and remove_orphaned_state)):
+                    action = "kept"
+                elif dry_run:
+                    action = "would-remove"
+                else:
+                    await collect.remove(systemd, finding)
+                    action = "removed"
+                    events.append(_event(caller, "collected", "gc", f"removed {finding.kind} {finding.what}: "
+                                         f"{finding.reason}", finding.name))
+                results.append(finding.to_json(action))
+        return results, events
+
+    return await audited(caller, "gc", {}, run)
+

@@ -1,0 +1,58 @@
+"""A second real OS for the tests: Debian 13 (systemd 257, Python 3.13).
+
+The base is built from the Debian archive with mmdebstrap and cached in
+.cache/ (ignored by git; CI builds it when absent, about 20 s). Each test
+gets a copy with sdoverlay installed in its /usr by `make install`, as an
+image build would, and boots it with its own read-only /usr.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from tests.testbed import REPO
+
+SUITE = "trixie"
+PACKAGES = [
+    "systemd", "systemd-sysv", "dbus", "polkitd", "python3", "python3-click", "python3-dbus-next",
+    "python3-systemd", "util-linux", "mount",
+]
+CACHE = REPO / ".cache" / f"debian-{SUITE}"
+
+
+class ImageBuildFailed(RuntimeError):
+    pass
+
+
+def base() -> Path:
+    """The cached base rootfs, built first where it is missing or stale."""
+    root, stamp = CACHE / "root", CACHE / "packages"
+    wanted = " ".join(PACKAGES) + "\n"
+    if stamp.is_file() and stamp.read_text() == wanted and root.is_dir():
+        return root
+    if shutil.which("mmdebstrap") is None:
+        raise ImageBuildFailed("mmdebstrap is missing: run scripts/setup first")
+    shutil.rmtree(CACHE, ignore_errors=True)
+    CACHE.mkdir(parents=True)
+    completed = subprocess.run(
+        ["mmdebstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(root)],
+        capture_output=True, text=True, check=False,
+    )
+    if completed.returncode != 0:
+        shutil.rmtree(CACHE, ignore_errors=True)
+        raise ImageBuildFailed(f"mmdebstrap {SUITE} failed: {completed.stderr[-2000:]}")
+    stamp.write_text(wanted)
+    return root
+
+
+def image(directory: Path) -> Path:
+    """A copy of the base with sdoverlay installed in its /usr, in DIRECTORY."""
+    root = directory / "image"
+    subprocess.run(["cp", "-a", "--reflink=auto", str(base()), str(root)], check=True)
+    completed = subprocess.run(["make", "-s", "-C", str(REPO), "install", f"DESTDIR={root}", "PYTHON=/usr/bin/python3"],
+                               capture_output=True, text=True, check=False)
+    if completed.returncode != 0:
+        raise ImageBuildFailed(f"make install into the image failed: {completed.stderr[-2000:]}")
+    return root
