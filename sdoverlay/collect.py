@@ -14,7 +14,7 @@ import dataclasses
 import os
 import shutil
 
-from sdoverlay import overlays, paths, persistence
+from sdoverlay import mountinfo, overlays, paths, persistence
 from sdoverlay.bus import Systemd
 from sdoverlay.overlays import OverlayStatus
 
@@ -68,14 +68,14 @@ async def find(systemd: Systemd, only_name: str | None = None, include_state: bo
                                      f"'sdoverlay reset {name}' brings it up, 'sdoverlay remove {name}' removes it", False))
         elif state == "failed" and (status is None or unit in status.spec.helper_units):
             found.append(Finding("unit", unit, name, "failed, and no live overlay needs it", True))
-    mounts = overlays.mountinfo.read()
+    mounts = mountinfo.read()
     try:
         entries = sorted(os.listdir(paths.AREA_ROOT))
     except FileNotFoundError:
         entries = []
     for entry in entries:
         area = f"{paths.AREA_ROOT}/{entry}"
-        if not wanted(entry) or overlays.mountinfo.is_mount_point(area, mounts) or not os.path.isdir(area):
+        if not wanted(entry) or mountinfo.is_mount_point(area, mounts) or not os.path.isdir(area):
             continue
         if os.listdir(area):
             found.append(Finding("dir", area, entry, "not mounted, but not empty: left alone", False))

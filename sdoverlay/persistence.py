@@ -12,7 +12,7 @@ import dataclasses
 import os
 import shutil
 
-from sdoverlay import content, ini, overlays
+from sdoverlay import content, ini, mountinfo, overlays
 from sdoverlay.bus import Systemd
 from sdoverlay.errors import Conflict, NotFound, OperationFailed, SdoverlayError
 from sdoverlay.generator import DROPIN_DIRS, SECTION
@@ -284,4 +284,4 @@ async def persist(systemd: Systemd, name: str) -> OverlayStatus:
 
 
 def _area_mounted(spec: OverlaySpec) -> bool:
-    return overlays.mountinfo.is_mount_point(spec.area, overlays.mountinfo.read())
+    return mountinfo.is_mount_point(spec.area, mountinfo.read())
