@@ -94,7 +94,7 @@ def _own_path_by_root(path: str) -> None:
 def credentials(uid: int) -> tuple[int, list[int]]:
     """UID's primary group and groups, as a login would have them."""
     try:
-        entry = pwd.getpwnam(pwd.getpwuid(uid).pw_name)
+        entry = pwd.getpwuid(uid)
     except KeyError:
         return uid, []
     return entry.pw_gid, os.getgrouplist(entry.pw_name, entry.pw_gid)

@@ -20,7 +20,7 @@ import contextlib
 import fcntl
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 from sdoverlay.errors import OperationFailed
 
@@ -32,65 +32,37 @@ WAIT_SECONDS = 120.0
 _POLL_SECONDS = 0.05
 
 
-@contextlib.contextmanager
-def held(wait: float = WAIT_SECONDS) -> Iterator[None]:
-    """Hold the host-wide lock for the duration of the block."""
+class LockBusy(OperationFailed):
+    """Another request holds the lock longer than the caller would wait."""
+
+
+def _try_lock() -> int | None:
+    """The lock file's descriptor, locked; None while another holds it."""
     try:
-        fd = _open()
+        os.makedirs(LOCK_DIR, 0o755, exist_ok=True)
+        fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
     except OSError as error:
         raise OperationFailed(f"cannot take sdoverlay's lock {LOCK_FILE}: {error.strerror}") from error
     try:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    holder = _holder(fd)
-                    raise LockBusy(
-                        f"another sdoverlay command{holder} has held {LOCK_FILE} for over {wait:.0f} s; try again later"
-                    ) from None
-                time.sleep(_POLL_SECONDS)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-class LockBusy(OperationFailed):
-    """Another process holds the lock longer than the caller would wait."""
-
-
-def _open() -> int:
-    os.makedirs(LOCK_DIR, 0o755, exist_ok=True)
-    return os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
-
-
-def _holder(fd: int) -> str:
-    try:
-        pid = os.pread(fd, 32, 0).decode().strip()
-    except OSError:
-        return ""
-    return f" (pid {pid})" if pid.isdigit() else ""
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
 
 
 @contextlib.asynccontextmanager
 async def held_async(wait: float = WAIT_SECONDS) -> AsyncIterator[None]:
-    """held(), for the service's event loop: waiting for the lock does not
-    stop it from answering other callers (each holder opens the file anew,
-    and flock(2) locks are per open file, so two requests in one process
-    exclude each other too)."""
+    """Hold the host-wide lock for the block. Waiting for it does not stop
+    the service's event loop from answering other callers (each holder opens
+    the file anew, and flock(2) locks are per open file, so two requests in
+    one process exclude each other too)."""
     deadline = time.monotonic() + wait
-    with contextlib.ExitStack() as stack:
-        while True:
-            try:
-                stack.enter_context(held(wait=0))
-                break
-            except LockBusy:
-                if time.monotonic() > deadline:
-                    raise LockBusy(f"another sdoverlay request has held {LOCK_FILE} for over {wait:.0f} s; "
-                                   "try again later") from None
-                await asyncio.sleep(_POLL_SECONDS)
+    while (fd := _try_lock()) is None:
+        if time.monotonic() > deadline:
+            raise LockBusy(f"another sdoverlay request has held {LOCK_FILE} for over {wait:.0f} s; try again later")
+        await asyncio.sleep(_POLL_SECONDS)
+    try:
         yield
+    finally:
+        os.close(fd)  # releases the lock

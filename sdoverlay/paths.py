@@ -62,6 +62,11 @@ def mount_unit_name(path: str) -> str:
     return escape_path(path) + ".mount"
 
 
+def persistent_dir(name: str) -> str:
+    """Where a persistent overlay keeps its content and upper and work dirs."""
+    return f"{PERSISTENT_ROOT}/{name}"
+
+
 def area_dir(name: str) -> str:
     """The tmpfs holding one overlay's content, upper and work dirs."""
     return f"{AREA_ROOT}/{name}"

@@ -12,7 +12,7 @@ import dataclasses
 import os
 import shutil
 
-from sdoverlay import content, ini, mountinfo, overlays
+from sdoverlay import content, ini, mountinfo, overlays, paths
 from sdoverlay.bus import Systemd
 from sdoverlay.errors import Conflict, NotFound, OperationFailed, SdoverlayError
 from sdoverlay.generator import DROPIN_DIRS, SECTION
@@ -134,41 +134,38 @@ async def forget(systemd: Systemd, spec: OverlaySpec) -> list[str]:
 
     Also what a killed `persist` of a transient overlay left: its own drop-in
     (sdoverlay's first line), the data that drop-in names, a partial copy."""
-    problems = []
-    dropin = spec.dropin
-    if not dropin and written_by_sdoverlay(dropin_path(spec.name)):
-        dropin = dropin_path(spec.name)
     try:
-        if dropin:
-            retire_dropin(dropin)
-        persistent_dir = f"{PERSISTENT_ROOT}/{spec.name}"
-        if (spec.persistent or dropin) and os.path.lexists(persistent_dir):
-            shutil.rmtree(persistent_dir)
-        if os.path.lexists(partial_dir(spec.name)):
-            shutil.rmtree(partial_dir(spec.name))
+        await _forget_files(systemd, spec.name, spec.dropin, spec.persistent)
     except OSError as error:
-        problems.append(f"{error.strerror}: {error.filename}")
-    if dropin:
-        await systemd.reload()
-    return problems
+        return [f"{error.strerror}: {error.filename}"]
+    return []
 
 
 async def forget_name(systemd: Systemd, name: str) -> list[str]:
     """What `remove NAME` clears where no units of NAME are left: a drop-in
     sdoverlay wrote for it, the data that names, a partial copy. Returns
     what it removed."""
+    return await _forget_files(systemd, name, "", False)
+
+
+async def _forget_files(systemd: Systemd, name: str, dropin: str, persistent: bool) -> list[str]:
+    """Retire DROPIN (or, where there is none, a drop-in sdoverlay wrote for
+    NAME), remove NAME's data where it is PERSISTENT or a drop-in named it,
+    and a partial copy; reload where a drop-in went. Returns what it removed."""
+    if not dropin and written_by_sdoverlay(dropin_path(name)):
+        dropin = dropin_path(name)
     removed = []
-    dropin = dropin_path(name)
-    if written_by_sdoverlay(dropin):
-        retire_dropin(dropin)
-        removed.append(dropin)
-        if os.path.lexists(f"{PERSISTENT_ROOT}/{name}"):
-            shutil.rmtree(f"{PERSISTENT_ROOT}/{name}")
-            removed.append(f"{PERSISTENT_ROOT}/{name}")
-        await systemd.reload()
-    if os.path.lexists(partial_dir(name)):
-        shutil.rmtree(partial_dir(name))
-        removed.append(partial_dir(name))
+    try:
+        if dropin:
+            retire_dropin(dropin)
+            removed.append(dropin)
+        for path, wanted in ((paths.persistent_dir(name), persistent or bool(dropin)), (partial_dir(name), True)):
+            if wanted and os.path.lexists(path):
+                shutil.rmtree(path)
+                removed.append(path)
+    finally:
+        if dropin:
+            await systemd.reload()
     return removed
 
 
@@ -211,7 +208,7 @@ async def persist(systemd: Systemd, name: str) -> OverlayStatus:
     """
     dropin = dropin_path(name)
     ours = written_by_sdoverlay(dropin)
-    data_whole = ours and os.path.isdir(f"{PERSISTENT_ROOT}/{name}")
+    data_whole = ours and os.path.isdir(paths.persistent_dir(name))
     try:
         status = await overlays.find(systemd, name)
     except NotFound:
@@ -234,8 +231,8 @@ async def persist(systemd: Systemd, name: str) -> OverlayStatus:
             return await _complete(systemd, name)
         raise OperationFailed(f"cannot persist overlay {name!r}: it is {status.state}; only a live overlay can be persisted")
     if ours:  # a killed persist's drop-in and data; the live overlay still has it all
-        if os.path.lexists(f"{PERSISTENT_ROOT}/{name}"):
-            shutil.rmtree(f"{PERSISTENT_ROOT}/{name}")
+        if os.path.lexists(paths.persistent_dir(name)):
+            shutil.rmtree(paths.persistent_dir(name))
         os.unlink(dropin)
     new = dataclasses.replace(
         old,

@@ -58,7 +58,7 @@ class OverlaySpec:
 
     @property
     def persistent_dir(self) -> str:
-        return f"{paths.PERSISTENT_ROOT}/{self.name}"
+        return paths.persistent_dir(self.name)
 
     @property
     def content_dir(self) -> str:

@@ -160,7 +160,7 @@ async def _owned(systemd: Systemd, caller: Caller, authorize: Authorize, name: s
     """Overlay NAME, if the caller may act on it: their own, or another's
     with --force and polkit's leave."""
     status = await overlays.find(systemd, name)
-    overlays.check_owner(status, caller.uid if caller.uid != 0 else caller.owner_uid, force, verb)
+    overlays.check_owner(status, caller.owner_uid, force, verb)
     if status.spec.owner_uid != caller.uid and caller.uid != 0:
         await authorize(ACTION_MANAGE_OTHERS, {"name": name, "target": status.spec.target,
                                                "owner_uid": str(status.spec.owner_uid)})
@@ -169,8 +169,10 @@ async def _owned(systemd: Systemd, caller: Caller, authorize: Authorize, name: s
 
 async def reset(systemd: Systemd, caller: Caller, authorize: Authorize, name: str, force: bool) -> dict[str, Any]:
     async def run() -> tuple[dict[str, Any], list[audit.Event]]:
+        # Owner and polkit first, outside the lock: a password prompt must
+        # not hold every other request up. The owner of a name never changes.
+        await _owned(systemd, caller, authorize, name, force, "reset")
         async with lock.held_async():
-            await _owned(systemd, caller, authorize, name, force, "reset")
             status = await overlays.reset(systemd, name)
         return status.to_json(), [_spec_event(caller, "reset", "reset", status.spec)]
 
@@ -199,19 +201,21 @@ def detached_text(still_used_by: list[dict[str, Any]], held_bytes: int) -> str:
 
 async def remove(systemd: Systemd, caller: Caller, authorize: Authorize, name: str, force: bool) -> dict[str, Any]:
     async def run() -> tuple[dict[str, Any], list[audit.Event]]:
-        async with lock.held_async():
-            try:
-                await _owned(systemd, caller, authorize, name, force, "remove")
-            except NotFound:
-                if caller.uid != 0:
-                    await authorize(ACTION_COLLECT, {"name": name})
+        # Owner and polkit first, outside the lock (see reset).
+        try:
+            await _owned(systemd, caller, authorize, name, force, "remove")
+        except NotFound:
+            if caller.uid != 0:
+                await authorize(ACTION_COLLECT, {"name": name})
+            async with lock.held_async():
                 leftovers = await _remove_leftovers(systemd, name)
-                if not leftovers:
-                    raise
-                outcome = {"name": name, "target": None, "removed": True, "detached": False, "still_used_by": [],
-                           "held_bytes": 0, "leftovers": leftovers}
-                return outcome, [_event(caller, "collected", "remove", f"removed leftover {what}", name)
-                                 for what in leftovers]
+            if not leftovers:
+                raise
+            outcome = {"name": name, "target": None, "removed": True, "detached": False, "still_used_by": [],
+                       "held_bytes": 0, "leftovers": leftovers}
+            return outcome, [_event(caller, "collected", "remove", f"removed leftover {what}", name)
+                             for what in leftovers]
+        async with lock.held_async():
             removal = await overlays.remove(systemd, name, caller.pid)
             problems = await persistence.forget(systemd, removal.spec)
         if problems:
