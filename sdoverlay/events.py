@@ -43,16 +43,19 @@ def overlay_fields(spec: OverlaySpec) -> dict[str, str]:
     }
 
 
-def unit_event_entry(name: str, event: str) -> list[str]:
+def unit_event_entry(spec: OverlaySpec, event: str) -> list[str]:
     """The journal entry (FIELD=VALUE lines, logger --journald's input) a
-    unit of overlay NAME writes when it starts or stops; the overlay's own
-    fields come from the unit's LogExtraFields=."""
+    unit of overlay SPEC writes when it starts or stops. The overlay's fields
+    are in the entry itself: journald adds a unit's LogExtraFields= only when
+    it can still look the sender up in /proc, and logger has often exited by
+    then (a CI run lost a `started` record that way)."""
     return [
-        f"MESSAGE=sdoverlay {UNIT_VERB} {name}: {event}",
+        f"MESSAGE=sdoverlay {UNIT_VERB} {spec.name}: {event}",
         f"MESSAGE_ID={MESSAGE_IDS[event]}",
         f"PRIORITY={PRIORITIES[event]}",
         "SYSLOG_IDENTIFIER=sdoverlay",
         f"SDOVERLAY_EVENT={event}",
         f"SDOVERLAY_VERB={UNIT_VERB}",
         "SDOVERLAY_RESULT=ok",
+        *(f"{field}={value}" for field, value in overlay_fields(spec).items() if value),
     ]

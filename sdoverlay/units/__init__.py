@@ -138,8 +138,8 @@ def audit_commands(spec: OverlaySpec) -> dict[str, str]:
 
 
 def _record_command(spec: OverlaySpec, event: str) -> str:
-    # The name is of a safe alphabet; TARGET and the rest come from LogExtraFields=.
-    entry = events.unit_event_entry(spec.name, event)
+    # shlex quotes each line for sh, exec_quote the script for systemd.
+    entry = events.unit_event_entry(spec, event)
     script = "printf '%s\\n' " + " ".join(shlex.quote(line) for line in entry) + " | /usr/bin/logger --journald"
     return "/bin/sh -c " + exec_quote(script)
 
