@@ -1,3 +1,3 @@
-from sdoverlay.cli import main
+from sdoverlay.entry import main
 
 main()

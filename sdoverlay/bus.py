@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from dbus_next import BusType, Message, MessageType, Variant
-from dbus_next.aio import MessageBus
-from dbus_next.errors import DBusError
 
+from sdoverlay.dbusnext import BusType, DBusError, Message, MessageBus, MessageType, Variant
 from sdoverlay.errors import Conflict, NotFound, OperationFailed, PermissionDenied
 
 SYSTEMD = "org.freedesktop.systemd1"
@@ -88,6 +87,17 @@ def _unwrap(value: Any) -> Any:
     if isinstance(value, list):
         return [_unwrap(v) for v in value]
     return value
+
+
+@dataclasses.dataclass(frozen=True)
+class UnitState:
+    load: str  # loaded, not-found, masked, ...
+    active: str  # active, inactive, failed, activating, deactivating
+
+    @property
+    def exists(self) -> bool:
+        """Is there such a unit (a file, a transient unit, or a mount the kernel has)?"""
+        return self.load != "not-found" or self.active != "inactive"
 
 
 class Systemd:
@@ -228,8 +238,7 @@ class Systemd:
         return False
 
     async def _result_from_state(self, unit: str, goal: str) -> str:
-        path = await self.unit_path(unit)
-        state = "inactive" if path is None else (await self.unit_properties(path, UNIT))["ActiveState"]
+        state = (await self.active_states([unit]))[unit]
         if state == goal or (goal == "inactive" and state == "failed"):
             return "done"
         return "failed"
@@ -270,7 +279,7 @@ class Systemd:
     async def load_state(self, name: str) -> str:
         """LoadState of unit NAME, loading it if need be ("not-found" when there is no such unit)."""
         (path,) = await self._call_manager("LoadUnit", "s", [name], f"cannot load {name}")
-        return (await self.unit_properties(path, UNIT))["LoadState"]
+        return str(await self.unit_property(path, UNIT, "LoadState"))
 
     async def unit_path(self, name: str) -> str | None:
         """The object path of a loaded unit, or None when systemd has not loaded it."""
@@ -280,27 +289,44 @@ class Systemd:
             return None
         return path
 
-    async def unit_properties(self, path: str, interface: str) -> dict[str, Any]:
-        (props,) = await self._send(
+    async def unit_property(self, path: str, interface: str, name: str) -> Any:
+        """One property of a unit. Get, not GetAll: GetAll of the Mount
+        interface is 261 properties, 1.9 ms of unpacking in dbus-next each."""
+        (value,) = await self._send(
             Message(
                 destination=SYSTEMD,
                 path=path,
                 interface=PROPERTIES,
-                member="GetAll",
-                signature="s",
-                body=[interface],
+                member="Get",
+                signature="ss",
+                body=[interface, name],
             ),
-            f"cannot read properties of {path}",
+            f"cannot read {name} of {path}",
             retry=True,
         )
-        return {key: _unwrap(value) for key, value in props.items()}
+        return _unwrap(value)
 
-    async def list_unit_names(self, patterns: list[str]) -> list[str]:
-        return sorted(await self.list_unit_states(patterns))
-
-    async def list_unit_states(self, patterns: list[str]) -> dict[str, str]:
-        """ActiveState of every loaded unit matching PATTERNS, by name."""
+    async def list_units(self, patterns: list[str]) -> dict[str, UnitState]:
+        """Every loaded unit matching PATTERNS, in one call."""
         (units,) = await self._call_manager(
             "ListUnitsByPatterns", "asas", [[], patterns], "cannot list units"
         )
-        return {unit[0]: unit[3] for unit in units}
+        return {unit[0]: UnitState(load=unit[2], active=unit[3]) for unit in units}
+
+    async def units_by_name(self, names: list[str]) -> dict[str, UnitState]:
+        """The states of NAMES, in one call, loaded or not ("not-found",
+        "inactive" for a unit that does not exist)."""
+        if not names:
+            return {}
+        (units,) = await self._call_manager(
+            "ListUnitsByNames", "as", [names], "cannot look up units"
+        )
+        return {unit[0]: UnitState(load=unit[2], active=unit[3]) for unit in units}
+
+    async def active_states(self, names: list[str]) -> dict[str, str]:
+        """ActiveState of each of NAMES ("inactive" where there is no such unit)."""
+        return {name: state.active for name, state in (await self.units_by_name(names)).items()}
+
+    async def active_states_matching(self, patterns: list[str]) -> dict[str, str]:
+        """ActiveState of every loaded unit matching PATTERNS, by name."""
+        return {name: state.active for name, state in (await self.list_units(patterns)).items()}

@@ -8,18 +8,23 @@ journal directly. Errors are one line and an exit code.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from sdoverlay import __version__, audit, client, identity, overlays, paths, sizes, verbs
-from sdoverlay.bus import Systemd
-from sdoverlay.errors import ExitCode, SdoverlayError
-from sdoverlay.spec import DEFAULT_SIZE
+from sdoverlay import VERSION_TEXT, __version__, paths, sizes
+from sdoverlay.errors import ExitCode, SdoverlayError, as_sdoverlay_error
+from sdoverlay.sizes import DEFAULT_SIZE
+
+if TYPE_CHECKING:
+    from sdoverlay import audit
+
+# Each verb imports what it needs itself: asyncio, dbus_next, the journal
+# and the overlay logic were ~70 ms of every start, --version and --help
+# included, before any work (issue 9; benchmarks/README.md).
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 success, 1 operation failed, 2 invalid input, 3 not found, "
@@ -33,29 +38,39 @@ def _die(error: SdoverlayError) -> NoReturn:
 
 
 def _cli_event(kind: str, verb: str, result: str, request: dict[str, str] | None = None) -> audit.Event:
+    from sdoverlay import audit, identity
+
     request = request or {}
     return audit.Event(event=kind, verb=verb, name=request.get("name", ""), target=request.get("target", ""),
                        source=request.get("source", ""), owner_uid=os.getuid(), session=identity.session_id(),
                        result=result, caller_uid=os.getuid())
 
 
-def _request(verb: str, request: dict[str, str], method: str, body: list[Any], ask_password: bool) -> Any:
-    """Call the service for VERB; its outcome, or die with its one line.
+def _request(verb: str, request: dict[str, str], method: str, arguments: list[Any], options: dict[str, Any],
+             ask_password: bool) -> Any:
+    """Call the service's METHOD for VERB with ARGUMENTS and a{sv} OPTIONS;
+    its outcome, or die with its one line.
 
     The service audits what it refused or failed; what never reached it
     (no service, no bus) the CLI records itself."""
+    from sdoverlay import audit, client
+
     try:
-        return client.call(method, body, ask_password)
+        return client.call(method, [*arguments, client.options(**options)], ask_password)
     except (client.ServiceError, client.Interrupted) as error:
         _die(error)
     except Exception as raised:  # noqa: BLE001 - one audited line, never a traceback
-        error = verbs.as_sdoverlay_error(raised)
+        error = as_sdoverlay_error(raised)
         audit.record(_cli_event("failed" if error.exit_code == ExitCode.FAILED else "refused", verb, error.message,
                                 request))
         _die(error)
 
 
 def _on_bus(operation: Any) -> Any:
+    import asyncio
+
+    from sdoverlay.bus import Systemd
+
     async def connected() -> Any:
         async with Systemd.connect() as systemd:
             return await operation(systemd)
@@ -76,13 +91,15 @@ def _emit(status: dict[str, Any], as_json: bool, verb: str) -> None:
 def _on_behalf_of() -> int | None:
     """The user root acts for (sudo, pkexec); the service honours it only from root."""
     if os.getuid() == 0:
+        from sdoverlay import identity
+
         owner = identity.caller_uid()
         return owner if owner != 0 else None
     return None
 
 
 @click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="sdoverlay")
+@click.version_option(__version__, prog_name="sdoverlay", message=VERSION_TEXT)
 def cli() -> None:
     """Named, transient overlays on a read-only /usr, managed by systemd."""
 
@@ -97,6 +114,8 @@ def main() -> None:
         message = f"{error.format_message()} (see '{command} --help')"
         verb = error.ctx.info_name if error.ctx and error.ctx.parent else ""
         if verb in CHANGING_VERBS:
+            from sdoverlay import audit
+
             audit.record(_cli_event("refused", verb, message))
         click.echo(f"{command}: {message}", err=True)
         sys.exit(ExitCode.INVALID)
@@ -107,7 +126,7 @@ def main() -> None:
         click.echo("sdoverlay: aborted", err=True)
         sys.exit(ExitCode.FAILED)
     except Exception as raised:  # noqa: BLE001 - list, log and the rest: one line, too
-        _die(verbs.as_sdoverlay_error(raised))
+        _die(as_sdoverlay_error(raised))
 
 
 CHANGING_VERBS = ("apply", "unlock", "reset", "remove", "persist", "gc")
@@ -146,9 +165,9 @@ def apply(name: str, source: str, target: str, read_only: bool, size: str, keep_
     --keep-ownership.
     """
     request = {"name": name, "target": target, "source": source}
-    status = _request("apply", request, "Apply", [name, source, target, client.options(
+    status = _request("apply", request, "Apply", [name, source, target], dict(
         read_only=read_only, size=size, keep_ownership=keep_ownership, allow_setuid=allow_setuid,
-        allow_world_writable=allow_world_writable, on_behalf_of=_on_behalf_of())], not no_ask_password)
+        allow_world_writable=allow_world_writable, on_behalf_of=_on_behalf_of()), not no_ask_password)
     _emit(status, as_json, "applied")
 
 
@@ -163,8 +182,8 @@ def apply(name: str, source: str, target: str, read_only: bool, size: str, keep_
 def unlock(target: str, name: str | None, hotfix: bool, size: str, no_ask_password: bool, as_json: bool) -> None:
     """Make TARGET (default /usr) writable with an empty overlay; writes go to memory."""
     chosen = name if name is not None else paths.default_unlock_name(os.path.realpath(target) if target else "")
-    status = _request("unlock", {"name": chosen, "target": target}, "Unlock", [target, chosen, client.options(
-        size=size, hotfix=hotfix, on_behalf_of=_on_behalf_of())], not no_ask_password)
+    status = _request("unlock", {"name": chosen, "target": target}, "Unlock", [target, chosen], dict(
+        size=size, hotfix=hotfix, on_behalf_of=_on_behalf_of()), not no_ask_password)
     _emit(status, as_json, "unlocked")
 
 
@@ -173,6 +192,8 @@ def unlock(target: str, name: str | None, hotfix: bool, size: str, no_ask_passwo
 @json_option
 def list_(uid: int | None, as_json: bool) -> None:
     """List overlays, with their state and memory use."""
+    from sdoverlay import overlays
+
     found = [s for s in _on_bus(overlays.list_all) if uid is None or s.spec.owner_uid == uid]
     if as_json:
         click.echo(json.dumps([s.to_json() for s in found], indent=2))
@@ -183,7 +204,7 @@ def list_(uid: int | None, as_json: bool) -> None:
         rows.append((
             spec.name, spec.target, spec.source or "-", str(spec.owner_uid),
             ("ro" if spec.read_only else "rw") + (",persistent" if spec.persistent else ""), status.state,
-            sizes.human_bytes(status.upper_used_bytes), sizes.human_bytes(status.size_limit_bytes), spec.created_at,
+            sizes.human_bytes(status.area_used_bytes), sizes.human_bytes(status.size_limit_bytes), spec.created_at,
             spec.dropin or "-",
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -203,7 +224,7 @@ def list_(uid: int | None, as_json: bool) -> None:
 def reset(name: str, force: bool, no_ask_password: bool, as_json: bool) -> None:
     """Discard what was written to overlay NAME; keep its applied content."""
     status = _request("reset", {"name": name}, "Reset",
-                      [name, client.options(force=force, on_behalf_of=_on_behalf_of())], not no_ask_password)
+                      [name], dict(force=force, on_behalf_of=_on_behalf_of()), not no_ask_password)
     _emit(status, as_json, "reset")
 
 
@@ -222,14 +243,16 @@ def remove(name: str, force: bool, no_ask_password: bool, as_json: bool) -> None
     killed), they are removed.
     """
     outcome = _request("remove", {"name": name}, "Remove",
-                       [name, client.options(force=force, on_behalf_of=_on_behalf_of())], not no_ask_password)
+                       [name], dict(force=force, on_behalf_of=_on_behalf_of()), not no_ask_password)
+    from sdoverlay import holders
+
     if as_json:
         click.echo(json.dumps(outcome, indent=2))
     elif outcome["leftovers"]:
         click.echo(f"overlay {name!r} was gone; removed what was left of it: {', '.join(outcome['leftovers'])}")
     elif outcome["detached"]:
         click.echo(f"removed overlay {name!r} from {outcome['target']}; "
-                   + verbs.detached_text(outcome["still_used_by"], outcome["held_bytes"]))
+                   + holders.detached_text(outcome["still_used_by"], outcome["held_bytes"]))
     else:
         click.echo(f"removed overlay {name!r} from {outcome['target']}")
 
@@ -247,7 +270,7 @@ def persist(name: str, force: bool, no_ask_password: bool, as_json: bool) -> Non
     nothing; after an interrupted persist it finishes the job.
     """
     status = _request("persist", {"name": name}, "Persist",
-                      [name, client.options(force=force, on_behalf_of=_on_behalf_of())], not no_ask_password)
+                      [name], dict(force=force, on_behalf_of=_on_behalf_of()), not no_ask_password)
     _emit(status, as_json, "persisted")
 
 
@@ -256,6 +279,8 @@ def persist(name: str, force: bool, no_ask_password: bool, as_json: bool) -> Non
 @json_option
 def log(name: str | None, as_json: bool) -> None:
     """Show the audit history (all overlays, or NAME's) from the journal."""
+    from sdoverlay import audit
+
     history = audit.read(name)
     if as_json:
         click.echo(json.dumps(history, indent=2))
@@ -283,8 +308,8 @@ def gc(dry_run: bool, remove_orphaned_state: bool, no_ask_password: bool, as_jso
     A live overlay is never touched. Orphaned persistent state is reported,
     and removed only with --remove-orphaned-state.
     """
-    results = _request("gc", {}, "CollectGarbage", [client.options(
-        dry_run=dry_run, remove_orphaned_state=remove_orphaned_state)], not no_ask_password)
+    results = _request("gc", {}, "CollectGarbage", [], dict(
+        dry_run=dry_run, remove_orphaned_state=remove_orphaned_state), not no_ask_password)
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return

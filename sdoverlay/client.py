@@ -18,10 +18,8 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from dbus_next import BusType, Message, MessageFlag, MessageType, Variant
-from dbus_next.aio import MessageBus
-from dbus_next.errors import DBusError
 
+from sdoverlay.dbusnext import BusType, DBusError, Message, MessageBus, MessageFlag, MessageType, Variant
 from sdoverlay import api
 from sdoverlay.errors import OperationFailed, SdoverlayError
 

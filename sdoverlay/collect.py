@@ -54,7 +54,7 @@ async def find(systemd: Systemd, only_name: str | None = None, include_state: bo
     def wanted(name: str | None) -> bool:
         return name is not None and (only_name is None or name == only_name)
 
-    for unit, state in sorted((await systemd.list_unit_states(_UNIT_PATTERNS)).items()):
+    for unit, state in sorted((await systemd.active_states_matching(_UNIT_PATTERNS)).items()):
         name = overlay_name_of_unit(unit)
         if not wanted(name):
             continue
@@ -112,7 +112,7 @@ def _persistent_leftovers(listed: dict[str, OverlayStatus], wanted, include_stat
 
 async def remove(systemd: Systemd, finding: Finding) -> None:
     if finding.kind == "unit":
-        if (await systemd.list_unit_states([finding.what])).get(finding.what) == "failed":
+        if (await systemd.active_states([finding.what]))[finding.what] == "failed":
             await systemd.reset_failed_unit(finding.what)
         else:
             await systemd.stop_unit(finding.what)

@@ -163,15 +163,6 @@ def copy_in(source: str, content_dir: str, as_uid: int = 0) -> None:
         raise OperationFailed(f"cannot copy {source}: {reason[0] if reason else 'cp failed'}")
 
 
-def used_bytes(path: str) -> int:
-    """Memory that the files below PATH take in their tmpfs."""
-    total = 0
-    for root, dirs, files in os.walk(path):
-        for name in dirs + files:
-            total += os.lstat(os.path.join(root, name)).st_blocks * 512
-    return total
-
-
 def remove_empty_area(path: str) -> None:
     """Remove the area's mount point dir once nothing is mounted on it."""
     try:

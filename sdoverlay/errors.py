@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import errno
 
 
 class ExitCode(enum.IntEnum):
@@ -47,3 +48,15 @@ class PermissionDenied(SdoverlayError):
 
 class LimitExceeded(SdoverlayError):
     exit_code = ExitCode.LIMIT
+
+
+def as_sdoverlay_error(error: BaseException) -> SdoverlayError:
+    """Any failure as one line with an exit code: never a traceback (issue 7, item 8)."""
+    if isinstance(error, SdoverlayError):
+        return error
+    if isinstance(error, OSError):
+        what = f"{error.strerror or error}" + (f": {error.filename}" if error.filename else "")
+        if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return PermissionDenied(f"permission denied: {what}")
+        return OperationFailed(what)
+    return OperationFailed(f"internal error: {type(error).__name__}: {error}")

@@ -24,7 +24,8 @@ import sys
 
 from sdoverlay import config, ini, kinds, mountinfo, paths, units, validate
 from sdoverlay.errors import SdoverlayError
-from sdoverlay.spec import DEFAULT_SIZE, OverlaySpec
+from sdoverlay.sizes import DEFAULT_SIZE
+from sdoverlay.spec import OverlaySpec
 
 DROPIN_DIRS = ["/etc/sdoverlay.d", "/run/sdoverlay.d", "/usr/local/lib/sdoverlay.d", "/usr/lib/sdoverlay.d"]
 SECTION = "Overlay"

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Any
+
+from sdoverlay import sizes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,3 +88,9 @@ def holders(mount_ids: set[int]) -> list[Holder]:
 def listed(found: list[Holder], most: int = 5) -> str:
     text = ", ".join(str(holder) for holder in found[:most])
     return text + (f" and {len(found) - most} more" if len(found) > most else "")
+
+
+def detached_text(still_used_by: list[dict[str, Any]], held_bytes: int) -> str:
+    users = listed([Holder(**holder) for holder in still_used_by])
+    return (f"detached lazily: still used by {users}; {sizes.human_bytes(held_bytes)} stay allocated until they exit "
+            "(listed as 'detached')")

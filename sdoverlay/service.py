@@ -21,14 +21,11 @@ import sys
 import time
 from typing import Any
 
-from dbus_next import BusType, Message, MessageFlag, MessageType, Variant
-from dbus_next.aio import MessageBus
-from dbus_next.constants import RequestNameReply
-from dbus_next.errors import DBusError
 
+from sdoverlay.dbusnext import BusType, DBusError, Message, MessageBus, MessageFlag, MessageType, RequestNameReply, Variant
 from sdoverlay import api, identity, verbs
 from sdoverlay.bus import Systemd
-from sdoverlay.errors import OperationFailed, PermissionDenied
+from sdoverlay.errors import OperationFailed, PermissionDenied, as_sdoverlay_error
 
 IDLE_SECONDS = float(os.environ.get("SDOVERLAY_IDLE_SECONDS", "30"))  # hostnamed's DEFAULT_EXIT_USEC
 # A polkit agent may wait for a password for this long.
@@ -80,7 +77,7 @@ class Service:
             outcome = await self._dispatch(message)
             reply = Message.new_method_return(message, "s", [json.dumps(outcome)])
         except BaseException as raised:  # noqa: BLE001 - every failure is one line to the caller
-            error = verbs.as_sdoverlay_error(raised)
+            error = as_sdoverlay_error(raised)
             reply = Message.new_error(message, api.error_name(error), error.message)
         finally:
             self._in_flight -= 1

@@ -10,6 +10,11 @@ SIZE_PATTERN = re.compile(r"[1-9][0-9]*[kKmMgG]?|[1-9][0-9]?%|100%")
 _BYTES_PATTERN = re.compile(r"([0-9]+)([KMGT]?)", re.IGNORECASE)
 _FACTORS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 PAGE = 4096
+# Default cap for an overlay's tmpfs: a quarter of RAM, as tmpfs counts it.
+# tmpfs only uses memory for what is written, and a quarter leaves room for
+# a package or two in an unlocked /usr without letting one overlay take the
+# machine's memory (tmpfs' own default is half).
+DEFAULT_SIZE = "25%"
 
 
 def parse_bytes(value: str) -> int:

@@ -16,12 +16,6 @@ from sdoverlay import paths
 
 METADATA_PREFIX = "x-sdoverlay."
 
-# Default cap for an overlay's tmpfs: a quarter of RAM, as tmpfs counts it.
-# tmpfs only uses memory for what is written, and a quarter leaves room for
-# a package or two in an unlocked /usr without letting one overlay take the
-# machine's memory (tmpfs' own default is half).
-DEFAULT_SIZE = "25%"
-
 OverlayKind = Literal["mount", "service"]
 
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import shlex
 
-from dbus_next import Variant
-
+from sdoverlay.dbusnext import Variant
 from sdoverlay.ini import parse
 
 # D-Bus signature of each property, as in systemd's src/core/dbus-unit.c,

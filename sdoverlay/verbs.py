@@ -13,7 +13,6 @@ Each verb returns a JSON-ready dict (or list) that the CLI prints.
 from __future__ import annotations
 
 import dataclasses
-import errno
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,10 +23,10 @@ from sdoverlay.errors import (
     LimitExceeded,
     NotFound,
     OperationFailed,
-    PermissionDenied,
-    SdoverlayError,
+    as_sdoverlay_error,
 )
-from sdoverlay.spec import DEFAULT_SIZE, OverlaySpec
+from sdoverlay.sizes import DEFAULT_SIZE
+from sdoverlay.spec import OverlaySpec
 
 # The polkit actions (systemd/org.sdoverlay.policy).
 ACTION_CREATE = "org.sdoverlay.create"
@@ -56,18 +55,6 @@ class Caller:
         if self.uid == 0 and self.on_behalf_of is not None:
             return self.on_behalf_of
         return self.uid
-
-
-def as_sdoverlay_error(error: BaseException) -> SdoverlayError:
-    """Any failure as one line with an exit code: never a traceback (issue 7, item 8)."""
-    if isinstance(error, SdoverlayError):
-        return error
-    if isinstance(error, OSError):
-        what = f"{error.strerror or error}" + (f": {error.filename}" if error.filename else "")
-        if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            return PermissionDenied(f"permission denied: {what}")
-        return OperationFailed(what)
-    return OperationFailed(f"internal error: {type(error).__name__}: {error}")
 
 
 def _event(caller: Caller, kind: str, verb: str, result: str, name: str = "", target: str = "",
@@ -193,12 +180,6 @@ async def persist(systemd: Systemd, caller: Caller, authorize: Authorize, name: 
     return await audited(caller, "persist", {"name": name}, run)
 
 
-def detached_text(still_used_by: list[dict[str, Any]], held_bytes: int) -> str:
-    users = holders.listed([holders.Holder(**holder) for holder in still_used_by])
-    return (f"detached lazily: still used by {users}; {sizes.human_bytes(held_bytes)} stay allocated until they exit "
-            "(listed as 'detached')")
-
-
 async def remove(systemd: Systemd, caller: Caller, authorize: Authorize, name: str, force: bool) -> dict[str, Any]:
     async def run() -> tuple[dict[str, Any], list[audit.Event]]:
         # Owner and polkit first, outside the lock (see reset).
@@ -226,7 +207,7 @@ async def remove(systemd: Systemd, caller: Caller, authorize: Authorize, name: s
                    "still_used_by": users, "held_bytes": removal.held_bytes if users else 0, "leftovers": []}
         events = [_spec_event(caller, "removed", "remove", spec)]
         if users:
-            events.append(_spec_event(caller, "detached", "remove", spec, detached_text(users, removal.held_bytes)))
+            events.append(_spec_event(caller, "detached", "remove", spec, holders.detached_text(users, removal.held_bytes)))
         return outcome, events
 
     return await audited(caller, "remove", {"name": name}, run)

@@ -59,7 +59,7 @@ def test_units_for_a_dropin_pass_systemd_analyze_verify(dirs, logged) -> None:
     assert tree(out)["local-fs.target.wants/usr-share-doc.mount"] == "../usr-share-doc.mount"
     assert "SourcePath=" + str(admin / "doc.conf") in tree(out)["run-usroverlay-doc.mount"]
     assert "RequiresMountsFor=/var/lib/sdoverlay/whole" in tree(out)["usr-share-man.mount"]
-    assert f"ExecStart={sys.executable} -m sdoverlay.populate" in tree(out)["usroverlay-doc-content.service"]
+    assert f"|| exec {sys.executable} -m sdoverlay.populate" in tree(out)["usroverlay-doc-content.service"]
     verify(out)
 
 
@@ -166,5 +166,5 @@ def test_make_install_gives_a_working_generator(tmp_path, dirs) -> None:
     )
     subprocess.run(["/usr/bin/python3", "-I", "-c", run_installed], check=True)
     content_unit = (out / "usroverlay-doc-content.service").read_text()
-    assert "ExecStart=/usr/bin/python3 -m sdoverlay.populate" in content_unit
+    assert "|| exec /usr/bin/python3 -m sdoverlay.populate" in content_unit
     verify(out)

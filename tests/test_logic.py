@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 
@@ -127,9 +128,13 @@ def test_mount_kind_units_as_properties() -> None:
     assert overlay_props["LazyUnmount"] == Variant("b", False)
     content_props = dict(unitfile.to_properties(content_unit.text))
     copy, upper, work = content_props["ExecStart"].value
-    assert copy[1][1:3] == ["-m", "sdoverlay.populate"]
+    # Python copies only where the content dir is missing (a reset keeps it).
+    assert copy[1][:2] == ["/bin/sh", "-c"]
+    words = shlex.split(copy[1][2])
+    assert words[:5] == ["test", "-d", "/run/usroverlay/demo/content", "||", "exec"]
+    assert words[5:8] == [sys.executable, "-m", "sdoverlay.populate"]
     # The content unit's program gets the spec back from its argument.
-    assert spec_from_metadata(parse_metadata(copy[1][3])) == make_spec(source="/tmp/100%")
+    assert spec_from_metadata(parse_metadata(words[8])) == make_spec(source="/tmp/100%")
     # Upper and work dirs: coreutils; the upper root like TARGET, made only where missing.
     doc = os.stat("/usr/share/doc")
     assert upper[1] == ["/bin/sh", "-c", "test -d /run/usroverlay/demo/upper || exec /usr/bin/install -d "
@@ -159,7 +164,7 @@ def test_content_unit_of_an_overlay_without_source_starts_no_python() -> None:
     assert "RequiresMountsFor=/var/lib/sdoverlay/demo\n" in content_unit.text
     _, read_only_content, _ = units.render(make_spec(read_only=True))
     (only,) = dict(unitfile.to_properties(read_only_content.text))["ExecStart"].value
-    assert only[1][1:3] == ["-m", "sdoverlay.populate"]
+    assert only[1][:2] == ["/bin/sh", "-c"] and " -m sdoverlay.populate " in only[1][2]
 
 
 def test_persistent_overlay_keeps_its_writes_under_var_lib() -> None:
