@@ -15,19 +15,22 @@ the list AllowedRoots= an empty assignment resets it.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 from sdoverlay import ini, paths, sizes
+from sdoverlay.record import record
 from sdoverlay.errors import InvalidInput
 
 CONFIG_DIRS = ["/etc/sdoverlay", "/run/sdoverlay", "/usr/local/lib/sdoverlay", "/usr/lib/sdoverlay"]
 SECTION = "Overlays"
 
 
-@dataclasses.dataclass(frozen=True)
+DEFAULT_ALLOWED_ROOTS = ("/usr",)
+
+
+@record  # not a dataclass: see sdoverlay.record
 class Config:
-    allowed_roots: tuple[str, ...] = ("/usr",)
+    allowed_roots: tuple[str, ...] = DEFAULT_ALLOWED_ROOTS
     max_overlays_per_owner: int | None = None  # None: no limit
     max_bytes_per_owner: int | None = None
     # Where callers other than root may put overlays; None: AllowedRoots=.
@@ -98,5 +101,5 @@ def load() -> Config:
                 max_bytes = _bytes_limit(value, where)
             else:
                 raise InvalidInput(f"invalid configuration {path}: unknown key {key}=")
-    return Config(tuple(roots) if roots is not None else Config.allowed_roots, max_overlays, max_bytes,
+    return Config(tuple(roots) if roots is not None else DEFAULT_ALLOWED_ROOTS, max_overlays, max_bytes,
                   tuple(user_roots) if user_roots is not None else None)

@@ -7,7 +7,7 @@ fields without importing python-systemd.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False  # typing itself is not imported: see sdoverlay.record
 
 if TYPE_CHECKING:
     from sdoverlay.spec import OverlaySpec

@@ -18,9 +18,9 @@ unless the generator itself is called wrongly.
 
 from __future__ import annotations
 
-import datetime
 import os
 import sys
+import time
 
 from sdoverlay import config, ini, kinds, mountinfo, paths, units, validate
 from sdoverlay.errors import SdoverlayError
@@ -138,7 +138,7 @@ def parse_dropin(path: str, allowed_roots: tuple[str, ...], mounts: list[mountin
         size=size,
         owner_uid=0,
         # The drop-in's own time, so that the output is deterministic.
-        created_at=datetime.datetime.fromtimestamp(modified, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(modified)),
         keep_ownership=_boolean("KeepOwnership", values.get("KeepOwnership", "no")),
         allow_setuid=_boolean("AllowSetuid", values.get("AllowSetuid", "no")),
         allow_world_writable=_boolean("AllowWorldWritable", values.get("AllowWorldWritable", "no")),

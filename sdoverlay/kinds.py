@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # typing itself is not imported: see sdoverlay.record
+
+if TYPE_CHECKING:
+    from typing import Any
 
 from sdoverlay import unmounter
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 
 from sdoverlay import paths
+from sdoverlay.record import record
 
 
-@dataclasses.dataclass(frozen=True)
+@record
 class MountEntry:
     mount_id: int
     mount_point: str

@@ -8,7 +8,6 @@ the generated units, and `remove` takes the drop-in away again.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 
@@ -234,8 +233,7 @@ async def persist(systemd: Systemd, name: str) -> OverlayStatus:
         if os.path.lexists(paths.persistent_dir(name)):
             shutil.rmtree(paths.persistent_dir(name))
         os.unlink(dropin)
-    new = dataclasses.replace(
-        old,
+    new = old._replace(
         persistent=True,
         dropin=dropin,
         source=f"{old.persistent_dir}/content" if old.source is not None else None,

@@ -7,36 +7,37 @@ process itself keeps the overlay busy and a plain unmount always fails
 
 from __future__ import annotations
 
-import functools
 import os
-import re
-import subprocess
 
 from sdoverlay import paths
 
 UMOUNT = "/usr/bin/umount"
+# The dynamic loader and the C library, as this process maps them.
+_RUNTIME_NAMES = ("libc.so", "ld-linux", "ld64.so", "ld.so")
+_tool_files: frozenset[str] | None = None  # the same for the life of a process
 
 
-@functools.cache
 def unmount_tool_files() -> frozenset[str]:
-    """umount(8) and the shared objects it maps, with symlinks resolved."""
+    """umount(8), and the C library and loader, with symlinks resolved.
+
+    Not umount's own libraries (libmount, libblkid, libselinux, ...) by
+    name: they live in the loader's default dir, the C library's, so an
+    overlay TARGET (a directory) covers one of them exactly when it covers
+    libc. That answer used to come from `ldd /usr/bin/umount`, a subprocess
+    on every generator run at boot (+12 ms, issue 9); tests/test_logic.py
+    checks the two agree on this machine.
+    """
+    global _tool_files
+    if _tool_files is not None:
+        return _tool_files
     files = {os.path.realpath(UMOUNT)}
-    # ldd on a system binary is safe (it is only unsafe on untrusted ones).
-    try:
-        completed = subprocess.run(["ldd", UMOUNT], capture_output=True, text=True, check=False)
-    except OSError:
-        completed = None
-    if completed is not None and completed.returncode == 0:
-        listing = completed.stdout
-    else:
-        # No ldd (it is part of the C library's tools, not of every image):
-        # the libraries this process maps come from the same dirs (libc, the
-        # loader), which is where umount's own are found too.
-        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
-            listing = "\n".join(line.split()[-1] for line in maps if ".so" in line)
-    for match in re.finditer(r"(/\S+)", listing):
-        files.add(os.path.realpath(match.group(1)))
-    return frozenset(files)
+    with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+        for line in maps:
+            path = line.rstrip("\n").split(maxsplit=5)[-1]
+            if path.startswith("/") and os.path.basename(path).startswith(_RUNTIME_NAMES):
+                files.add(os.path.realpath(path))
+    _tool_files = frozenset(files)
+    return _tool_files
 
 
 def needs_lazy_unmount(target: str, tool_files: frozenset[str] | None = None) -> bool:

@@ -6,7 +6,6 @@ path and the rule; the CLI records it in the audit trail.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import stat
 
@@ -102,15 +101,16 @@ def source(raw: str) -> str:
     return resolved
 
 
-@dataclasses.dataclass
 class Scan:
-    """What a tree holds, as far as the checks on content are concerned."""
+    """What a tree holds, as far as the checks on content are concerned.
+    (A plain class: this module is imported by the generator, see OverlaySpec.)"""
 
-    bytes_needed: int = 0  # what the copy takes in tmpfs: file data in pages, hard links once
-    special: list[str] = dataclasses.field(default_factory=list)  # devices, FIFOs, sockets
-    privileged: list[str] = dataclasses.field(default_factory=list)  # setuid, setgid, file capabilities
-    world_writable: list[str] = dataclasses.field(default_factory=list)
-    unreadable: list[str] = dataclasses.field(default_factory=list)
+    def __init__(self) -> None:
+        self.bytes_needed = 0  # what the copy takes in tmpfs: file data in pages, hard links once
+        self.special: list[str] = []  # devices, FIFOs, sockets
+        self.privileged: list[str] = []  # setuid, setgid, file capabilities
+        self.world_writable: list[str] = []
+        self.unreadable: list[str] = []
 
 
 def scan(root: str) -> Scan:

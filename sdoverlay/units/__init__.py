@@ -14,20 +14,19 @@ without a drop-in, say) is left out.
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import os
 import re
 import shlex
 import stat
 import string
 import sys
-from pathlib import Path
 
 from sdoverlay import events
+from sdoverlay.record import record
 from sdoverlay.spec import OverlaySpec
 
-_TEMPLATES = Path(__file__).parent
+_TEMPLATES = os.path.dirname(__file__)
+_templates: dict[str, string.Template] = {}
 _PLAIN_ARG = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
 
 
@@ -56,15 +55,17 @@ def word_list(words: list[str]) -> str:
     return " ".join(word_quote(word) for word in words)
 
 
-@dataclasses.dataclass(frozen=True)
+@record
 class RenderedUnit:
     name: str
     text: str
 
 
-@functools.cache
 def _template(name: str) -> string.Template:
-    return string.Template((_TEMPLATES / name).read_text(encoding="utf-8"))
+    if name not in _templates:
+        with open(os.path.join(_TEMPLATES, name), encoding="utf-8") as file:
+            _templates[name] = string.Template(file.read())
+    return _templates[name]
 
 
 def _writable_layer_commands(spec: OverlaySpec) -> dict[str, str]:
@@ -150,13 +151,15 @@ def _record_command(spec: OverlaySpec, event: str) -> str:
 
 
 def _render(template: str, values: dict[str, str]) -> str:
+    # One substitution over the whole text; then a setting left without a
+    # value is an optional one with nothing to say (the templates have no
+    # empty settings of their own: tests/test_logic.py checks).
     lines = []
-    for line in _template(template).template.splitlines():
-        rendered = string.Template(line).substitute(values)
-        key, sep, value = rendered.partition("=")
-        if sep and "$" in line and not line.lstrip().startswith("#") and not value.strip():
-            continue  # an optional setting with nothing to say
-        lines.append(rendered)
+    for line in _template(template).substitute(values).splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not value.strip() and not key.lstrip().startswith("#"):
+            continue
+        lines.append(line)
     return "\n".join(lines) + "\n"
 
 
