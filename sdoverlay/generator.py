@@ -22,7 +22,7 @@ import os
 import sys
 import time
 
-from sdoverlay import config, ini, kinds, mountinfo, paths, units, validate
+from sdoverlay import burst, config, ini, kinds, mountinfo, paths, units, validate
 from sdoverlay.errors import SdoverlayError
 from sdoverlay.sizes import DEFAULT_SIZE
 from sdoverlay.spec import OverlaySpec
@@ -188,9 +188,21 @@ def generate(normal_dir: str, dropin_dirs: list[str] = DROPIN_DIRS, python: str 
             _log(problems[-1])
             continue
         generated.append(spec)
+    in_burst = [spec for spec in generated if spec.in_burst]
+    if in_burst:
+        _write_burst(normal_dir, in_burst, python)
     if problems:
         _write_report(normal_dir, problems)
     return generated
+
+
+def _write_burst(normal_dir: str, specs: list[OverlaySpec], python: str) -> None:
+    areas, overlays = burst.fstabs(specs)
+    _write(normal_dir, burst.AREAS_FSTAB, areas)
+    _write(normal_dir, burst.OVERLAYS_FSTAB, overlays)
+    _write(normal_dir, burst.SCRIPT, burst.script(specs, normal_dir, python))
+    _write(normal_dir, burst.UNIT, burst.unit(specs, normal_dir))
+    os.symlink(f"../{burst.UNIT}", os.path.join(normal_dir, f"{WANTED_BY}.wants", burst.UNIT))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     OverlayKind = Literal["mount", "service"]
 
 METADATA_PREFIX = "x-sdoverlay."
+# The generated oneshot that mounts drop-in overlays at boot (sdoverlay.burst).
+BURST_UNIT = "sdoverlay-boot.service"
 # Kept as they are in a metadata value; everything else is %XX-escaped (',' and
 # '=' separate mount options). urllib.parse.quote's rules, without importing
 # urllib (the generator's start-up time counts, issue 9).
@@ -74,6 +76,11 @@ class OverlaySpec:
     # survives reboots; the overlay comes back at boot from its drop-in.
     persistent: bool = False
     dropin: str = ""  # the drop-in file a generated overlay comes from
+
+    @property
+    def in_burst(self) -> bool:
+        """Mounted at boot by BURST_UNIT: a drop-in's overlay of the mount kind."""
+        return bool(self.dropin) and self.kind == "mount"
 
     @property
     def area(self) -> str:

@@ -61,7 +61,14 @@ def test_new_dropin_reload_and_local_fs_target_mount_it(bed: Container) -> None:
     assert entry["state"] == "active" and entry["owner_uid"] == 0
     assert bed.run(["systemctl", "show", "-P", "SourcePath", "usr-share-doc.mount"]).stdout.strip() == "/etc/sdoverlay.d/doc.conf"
     assert bed.run(["systemctl", "show", "-P", "UnitFileState", "usr-share-doc.mount"]).stdout.strip() == "generated"
-    assert set(overlay_units(bed)) == {"run-usroverlay-doc.mount", "usroverlay-doc-content.service"}
+    # The burst (sdoverlay-boot.service) mounted it; its own content unit
+    # found the overlay mounted and was skipped, without a process.
+    assert bed.run(["systemctl", "is-active", "sdoverlay-boot.service"]).stdout.strip() == "active"
+    assert bed.run(["systemctl", "show", "-P", "ConditionResult", "usroverlay-doc-content.service"]).stdout.strip() == "no"
+    assert bed.run(["systemctl", "show", "-P", "ExecMainPID", "usroverlay-doc-content.service"]).stdout.strip() == "0"
+    assert "run-usroverlay-doc.mount" in overlay_units(bed)
+    assert bed.run(["systemctl", "is-active", "run-usroverlay-doc.mount", "usr-share-doc.mount"]).stdout.split() == [
+        "active", "active"]
     # Same units as the CLI: reset works on them too.
     bed.sh("touch /usr/share/doc/scratch")
     bed.sdoverlay("reset", "doc", check=True)
@@ -89,6 +96,28 @@ def test_boot_with_dropins_mounts_them_and_skips_a_broken_one(tmp_path: Path) ->
         assert sorted(listed(bed)) == ["doc", "usr"]
         journal = bed.run(["journalctl", "-b", "--no-pager", "SYSLOG_IDENTIFIER=sdoverlay-generator"]).stdout
         assert "/etc/sdoverlay.d/broken.conf: ReadOnly=perhaps is not a boolean; skipped" in journal
+
+
+def test_an_overlay_the_burst_cannot_mount_fails_in_its_own_units(tmp_path: Path) -> None:
+    """The burst gives a broken overlay back to its units, which fail with
+    systemd's own reason; the others are up; nothing of the broken one is left."""
+    dropins = tmp_path / "dropins"
+    dropins.mkdir()
+    (dropins / "good.conf").write_text("[Overlay]\nTarget=/usr/share/man\n")
+    (dropins / "gone.conf").write_text("[Overlay]\nTarget=/usr/share/doc\nSource=/srv/missing\n")
+    binds = (f"{generator_dir(tmp_path)}:/etc/systemd/system-generators", f"{dropins}:/etc/sdoverlay.d")
+    with Container(binds=binds) as bed:
+        bed.sh("touch /usr/share/man/writable")
+        assert bed.run(["systemctl", "is-failed", "usroverlay-gone-content.service"]).stdout.strip() == "failed"
+        journal = bed.run(["journalctl", "-b", "--no-pager", "-u", "usroverlay-gone-content.service"]).stdout
+        assert "/srv/missing" in journal, journal
+        assert not bed.run(["findmnt", "-rn", "/usr/share/doc"], check=False).stdout
+        assert not bed.run(["findmnt", "-rn", "/run/usroverlay/gone"], check=False).stdout
+        entries = listed(bed)
+        assert entries["good"]["state"] == "active"
+        assert "gone" not in entries or entries["gone"]["state"] != "active"
+        boot = bed.run(["journalctl", "-b", "--no-pager", "-u", "sdoverlay-boot.service"]).stdout
+        assert "overlay gone: not mounted in the burst; its own units try again" in boot, boot
 
 
 def test_persistent_writes_survive_a_reboot_transient_ones_do_not(tmp_path: Path) -> None:

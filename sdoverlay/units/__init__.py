@@ -23,7 +23,7 @@ import sys
 
 from sdoverlay import events
 from sdoverlay.record import record
-from sdoverlay.spec import OverlaySpec
+from sdoverlay.spec import BURST_UNIT, OverlaySpec
 
 _TEMPLATES = os.path.dirname(__file__)
 _templates: dict[str, string.Template] = {}
@@ -124,6 +124,10 @@ def context(spec: OverlaySpec, python: str = sys.executable) -> dict[str, str]:
         "target_mounts": word_list([spec.target, *writable_mounts]),
         "writable_mounts": word_list(writable_mounts),
         "lazy_unmount": "yes" if spec.lazy_unmount else "no",
+        # After a boot's burst (sdoverlay.burst), skipped where it mounted already.
+        "burst_unit": BURST_UNIT if spec.in_burst else "",
+        "unless_area_mounted": "!" + spec.area if spec.in_burst else "",
+        "unless_target_mounted": "!" + unit_escape(spec.target) if spec.in_burst else "",
         "lazy_flag": "-l " if spec.lazy_unmount else "",
     }
 

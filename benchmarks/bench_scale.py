@@ -1,0 +1,96 @@
+"""list and unlock with many overlays present, and start-up, in one container.
+
+Ratios within one run: `list --json` at N overlays against N = 10;
+`unlock` + `remove` of one more overlay with 300 present against none;
+`--version`, `--help` and `list` with no overlays against `python3 -I -c pass`.
+
+    sudo .venv/bin/python benchmarks/bench_scale.py [--rounds 7] [--most 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.testbed import SDOVERLAY, Container  # noqa: E402
+
+# systemd 252 rate-limits its reading of mountinfo (5 changes a second):
+# each timed command that mounts starts after a quiet second (see bench_cli.py).
+QUIET = 1.1
+
+
+def timed(bed: Container, argv: list[str], quiet: float = 0.0) -> float:
+    time.sleep(quiet)
+    start = time.perf_counter()
+    result = bed.run(argv, check=False)
+    elapsed = time.perf_counter() - start
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed: {result.stderr.strip()}")
+    return elapsed
+
+
+def median_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--most", type=int, default=500)
+    args = parser.parse_args()
+    rounds = args.rounds
+    with Container() as bed:
+        # One target per overlay that overlaps no other: the dirs of /usr/share/doc.
+        targets = [t.rstrip("/") for t in bed.sh("ls -d /usr/share/doc/*/").stdout.split()]
+        if len(targets) < args.most:
+            raise SystemExit(f"only {len(targets)} dirs in /usr/share/doc; use --most {len(targets)}")
+        probe_target = "/usr/share/man"
+
+        startup = {"python3 -I -c pass": ["/usr/bin/python3", "-I", "-c", "pass"],
+                   "sdoverlay --version": [SDOVERLAY, "--version"],
+                   "sdoverlay --help": [SDOVERLAY, "--help"],
+                   "sdoverlay list, no overlays": [SDOVERLAY, "list"]}
+        start_samples = {key: [] for key in startup}
+        for _ in range(rounds * 3):
+            for key, argv in startup.items():
+                start_samples[key].append(timed(bed, argv))
+
+        def unlock_remove() -> tuple[float, float]:
+            up = timed(bed, [SDOVERLAY, "unlock", probe_target, "--name", "probe"], QUIET)
+            down = timed(bed, [SDOVERLAY, "remove", "probe"], QUIET)
+            return up, down
+
+        probe_none = [unlock_remove() for _ in range(rounds)]
+        list_ms: dict[int, float] = {}
+        probe_many: list[tuple[float, float]] = []
+        present = 0
+        for count in (10, 100, 300, args.most):
+            while present < count:
+                bed.run([SDOVERLAY, "unlock", targets[present], "--name", f"o{present}"])
+                present += 1
+            found = json.loads(bed.run([SDOVERLAY, "list", "--json"]).stdout)
+            assert len(found) == count and all(o["state"] == "active" for o in found)
+            list_ms[count] = median_ms([timed(bed, [SDOVERLAY, "list", "--json"]) for _ in range(rounds)])
+            if count == 300:
+                probe_many = [unlock_remove() for _ in range(rounds)]
+
+    reference = median_ms(start_samples["python3 -I -c pass"])
+    print(f"medians over {rounds} rounds ({rounds * 3} for start-up), each command through nsenter\n")
+    for key, samples in start_samples.items():
+        print(f"{key:30s} {median_ms(samples):7.1f} ms  {median_ms(samples) / reference:5.2f}x python3 -I -c pass")
+    for count, value in list_ms.items():
+        print(f"list --json, {count:3d} overlays    {value:7.1f} ms  {value / list_ms[10]:5.2f}x at 10")
+    for label, index in (("unlock", 0), ("remove", 1)):
+        none = median_ms([sample[index] for sample in probe_none])
+        many = median_ms([sample[index] for sample in probe_many])
+        print(f"{label}: {none:.1f} ms with none present, {many:.1f} ms with 300: {many / none:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
