@@ -1,23 +1,40 @@
 """Drop-in overlays at boot, mounted in one burst (issue 9).
 
-Each overlay has three units (area, content, overlay), and started one by
-one at boot they cost 2 mounts and 4 processes each: 20 drop-ins added
-+339...+468 ms to boot, and their 40 mounts ran into systemd's mountinfo
-rate limit (5 rescans a second), stalling an unrelated mount for about a
-second in 8 of 19 boots. Mounts made together cost one rescan, not one
-each. So one generated oneshot, sdoverlay-boot.service, mounts every area
-with one `mount --all`, makes the upper and work dirs with one `install`
-per owner and mode, fills the areas that have a SOURCE with one Python,
-and mounts every overlay with a second `mount --all`.
+Each overlay has three units (area, content, overlay). Started one by one
+at boot they cost 2 mounts and 4 processes each: 20 drop-ins added
++339...+468 ms to boot. And systemd reads /proc/self/mountinfo at most 5
+times a second (252 and later: the mount-monitor-dispatch rate limit); each
+mount(8) wakes it twice (mountinfo, and libmount's utab), so 40 mounts,
+even done by one `mount --all`, used the first second's rescans, and
+systemd's own next mount (a service's credentials) waited for the next
+second: 16 of 21 boots stalled for a second (benchmarks/README.md).
 
-Each overlay's own units are still generated, wanted by local-fs.target
-and ordered after the burst, with ConditionPathIsMountPoint=! on what they
-would mount: after a successful burst they are skipped without a process,
-and systemd shows them active as it finds their mounts; for an overlay the
-burst could not mount, its own units do what is missing, or fail with
-systemd's own reason (and its area, needed by no unit, is unmounted). Its Size= cap, its
-place in `systemctl list-units '*usroverlay*'` and `sdoverlay list`, and
-reset, remove and persist are those of any other overlay.
+And while that rate limit holds, systemd starts no mount unit at all (it
+could not see the result): every mount job of the boot waits.
+
+So one generated oneshot, sdoverlay-boot.service, runs `python3 -m
+sdoverlay.burst METADATA...`. It creates each area's tmpfs detached (the
+new mount API: fsopen, fsmount; no mount event yet) and makes its upper and
+work dirs inside it, then attaches all areas (move_mount) and mounts all
+overlays (mount(2)) back to back, without mount(8): one tight run of mount
+events that systemd sees in one or two rescans. An area with a SOURCE is
+filled between the two, once attached. (mount(2) leaves no utab entry:
+`sdoverlay list` reads such an area's metadata from its generated unit.)
+
+Each overlay's own units are still generated, and systemd shows them
+active as it finds their mounts; but local-fs.target does not want them:
+while the rate limit holds, a job of a mount unit waits, and local-fs.target
+with it, even one that would be skipped. (The burst's unit wants the areas,
+which keeps them from being stopped as unneeded.) It starts the units of
+an overlay it could not mount: ordered after the burst, with
+ConditionPathIsMountPoint=! on what they would mount, its units do what is
+missing, or fail with systemd's own reason (its area, then needed by no
+unit, is unmounted). The burst itself runs after local-fs-pre.target, when
+the boot's early mounts (/dev/hugepages, credentials) are done, so that
+its mount events do not hold up theirs. Its
+Size= cap, its place in `systemctl list-units '*usroverlay*'` and
+`sdoverlay list`, and reset, remove and persist are those of any other
+overlay.
 
 Only overlays of the mount kind go in the burst; one on a path that is a
 mount point already is mounted by its own service, as at any other time.
@@ -26,91 +43,23 @@ mount point already is mounted by its own service, as at any other time.
 from __future__ import annotations
 
 import os
-import shlex
+import sys
 
-from sdoverlay import units
-from sdoverlay.spec import BURST_UNIT, OverlaySpec
+from sdoverlay.spec import BURST_UNIT, OverlaySpec, parse_metadata, spec_from_metadata
 
 UNIT = BURST_UNIT
-SCRIPT = "sdoverlay-boot.sh"
-AREAS_FSTAB = "sdoverlay-areas.fstab"
-OVERLAYS_FSTAB = "sdoverlay-overlays.fstab"
 
 
-def _fstab_line(what: str, where: str, fs_type: str, options: str) -> str:
-    # fstab(5) fields are separated by white space and escaped with '\\':
-    # a TARGET has neither (paths.check_path_chars refuses both).
-    return f"{what} {where} {fs_type} {options} 0 0\n"
+def unit(specs: list[OverlaySpec], python: str) -> str:
+    """The burst's unit file, as the generator writes it."""
+    from sdoverlay import units  # here: the burst itself (main) has no use for it
 
-
-def _layer_commands(spec: OverlaySpec) -> tuple[list[str], list[tuple[str, str]]]:
-    """(commands, [(install options, fresh upper dir)]) that make SPEC's
-    writable layers: fresh upper dirs are made together, per owner and mode."""
-    if spec.read_only:
-        return [], []
-    target = os.stat(spec.target)
-    upper_mode = f"-m {target.st_mode & 0o7777:04o} -o {target.st_uid} -g {target.st_gid}"
-    if not spec.persistent:
-        return [], [(upper_mode, spec.upper_dir)]
-    # A persistent upper dir keeps what was done to the merged root itself.
-    return [
-        f"install -d -m 0700 {shlex.quote(spec.persistent_dir)}",
-        f"test -d {shlex.quote(spec.upper_dir)} || install -d {upper_mode} {shlex.quote(spec.upper_dir)}",
-    ], []
-
-
-def script(specs: list[OverlaySpec], output_dir: str, python: str) -> str:
-    """The burst as a shell script; SPECS are the overlays in it."""
-    lines = [
-        "# Written by sdoverlay-generator: mounts the overlays of drop-ins in one burst",
-        "# (see sdoverlay/burst.py). Their own units run after it.",
-        "failed=0",
-        f"mount --all --fstab {shlex.quote(os.path.join(output_dir, AREAS_FSTAB))} || failed=1",
-    ]
-    fresh: dict[str, list[str]] = {}
-    work_dirs = []
-    for spec in specs:
-        commands, uppers = _layer_commands(spec)
-        lines += [f"{command} || failed=1" for command in commands]
-        for options, upper in uppers:
-            fresh.setdefault(options, []).append(upper)
-        if not spec.read_only:
-            work_dirs.append(spec.work_dir)
-    for options, uppers in sorted(fresh.items()):
-        lines.append(f"install -d {options} {' '.join(map(shlex.quote, uppers))} || failed=1")
-    if work_dirs:
-        lines.append(f"install -d -m 0700 {' '.join(map(shlex.quote, work_dirs))} || failed=1")
-    sourced = [spec.metadata_options for spec in specs if spec.source]
-    if sourced:
-        lines.append(f"{shlex.quote(python)} -m sdoverlay.populate {' '.join(map(shlex.quote, sourced))} || failed=1")
-    lines.append(f"mount --all --fstab {shlex.quote(os.path.join(output_dir, OVERLAYS_FSTAB))} || failed=1")
-    # Only after a failure: say which overlays are not mounted. Their own
-    # units run next and do what is missing (an area that is mounted stays:
-    # unmounting it here raced with systemd, which had not yet seen the
-    # unmount when their jobs ran), or fail with systemd's own reason; an
-    # area no unit needs then is unmounted by systemd (StopWhenUnneeded=).
-    lines += [
-        '[ "$failed" = 0 ] && exit 0',
-        "overlay_mounted() {",
-        "    while read -r what where type rest; do",
-        '        [ "$where" = "$1" ] && [ "$type" = overlay ] && return 0',
-        "    done < /proc/self/mounts",
-        "    return 1",
-        "}",
-    ]
-    for spec in specs:
-        lines.append(f"overlay_mounted {shlex.quote(spec.target)} || "
-                     f"echo 'overlay {spec.name}: not mounted in the burst; its own units try again'")
-    lines.append("exit 0")
-    return "\n".join(lines) + "\n"
-
-
-def unit(specs: list[OverlaySpec], output_dir: str) -> str:
     # The mounts TARGET lies on (its parent's: TARGET's own .mount unit is
     # the overlay, ordered after this), SOURCE's and the persistent dir's.
     needs = sorted({path for spec in specs for path in
                     [os.path.dirname(spec.target), *([spec.source] if spec.source else []),
                      *([spec.persistent_dir] if spec.persistent else [])]})
+    command = [python, "-m", "sdoverlay.burst", *(spec.metadata_options for spec in specs)]
     return "\n".join([
         "# Written by sdoverlay-generator (see sdoverlay/burst.py).",
         "[Unit]",
@@ -118,18 +67,142 @@ def unit(specs: list[OverlaySpec], output_dir: str) -> str:
         "Documentation=man:sdoverlay.d(5)",
         "DefaultDependencies=no",
         "Conflicts=umount.target",
+        "After=local-fs-pre.target",
         "Before=local-fs.target umount.target",
+        # Their units follow the burst; naming them here also has systemd
+        # load them now, so that they are listed before it sees the mounts.
+        f"Before={' '.join(unit for spec in specs for unit in spec.units)}",
         f"RequiresMountsFor={units.word_list(needs)}",
         "",
         "[Service]",
         "Type=oneshot",
         "RemainAfterExit=yes",
-        f"ExecStart=/bin/sh {units.exec_quote(os.path.join(output_dir, SCRIPT))}",
+        "ExecStart=" + " ".join(units.exec_quote(word) for word in command),
     ]) + "\n"
 
 
-def fstabs(specs: list[OverlaySpec]) -> tuple[str, str]:
-    """The areas' and the overlays' fstab, in the order they are mounted."""
-    areas = "".join(_fstab_line("tmpfs", spec.area, "tmpfs", spec.area_options + ",X-mount.mkdir") for spec in specs)
-    overlays = "".join(_fstab_line("overlay", spec.target, "overlay", spec.overlay_options) for spec in specs)
-    return areas, overlays
+def _make_layers(spec: OverlaySpec, area_root: str) -> None:
+    """The upper and work dirs, AREA_ROOT standing for the area (the upper
+    root like TARGET's, and kept where it exists: a persistent upper keeps
+    what was done to the merged root)."""
+    if spec.read_only:
+        return
+    def placed(path: str) -> str:
+        return area_root + path[len(spec.area):] if path.startswith(spec.area + "/") else path
+    upper, work = placed(spec.upper_dir), placed(spec.work_dir)
+    if spec.persistent:
+        os.makedirs(spec.persistent_dir, mode=0o700, exist_ok=True)
+    if not os.path.isdir(upper):
+        target = os.stat(spec.target)
+        os.mkdir(upper)
+        os.chown(upper, target.st_uid, target.st_gid)
+        os.chmod(upper, target.st_mode & 0o7777)
+    os.makedirs(work, mode=0o700, exist_ok=True)
+
+
+class _Mounter:
+    """mount(2) and the new mount API (glibc 2.36 wraps both), via ctypes."""
+
+    FSOPEN_CLOEXEC = FSMOUNT_CLOEXEC = FSCONFIG_SET_STRING = 1
+    FSCONFIG_CMD_CREATE = 6
+    MOVE_MOUNT_F_EMPTY_PATH = 0x4
+    AT_FDCWD = -100
+
+    def __init__(self) -> None:
+        import ctypes
+
+        self._ctypes = ctypes
+        self._libc = ctypes.CDLL(None, use_errno=True)
+
+    def _check(self, result: int, what: str) -> int:
+        if result < 0:
+            error = self._ctypes.get_errno()
+            raise OSError(error, os.strerror(error), what)
+        return result
+
+    def detached_tmpfs(self, options: dict[str, str]) -> int:
+        """A new tmpfs, mounted nowhere yet: its mount fd."""
+        context = self._check(self._libc.fsopen(b"tmpfs", self.FSOPEN_CLOEXEC), "fsopen tmpfs")
+        try:
+            for key, value in {"source": "tmpfs", **options}.items():
+                self._check(self._libc.fsconfig(context, self.FSCONFIG_SET_STRING, key.encode(), value.encode(), 0),
+                            f"tmpfs {key}={value}")
+            self._check(self._libc.fsconfig(context, self.FSCONFIG_CMD_CREATE, None, None, 0), "tmpfs")
+            return self._check(self._libc.fsmount(context, self.FSMOUNT_CLOEXEC, 0), "fsmount tmpfs")
+        finally:
+            os.close(context)
+
+    def attach(self, mount_fd: int, where: str) -> None:
+        self._check(self._libc.move_mount(mount_fd, b"", self.AT_FDCWD, where.encode(),
+                                          self.MOVE_MOUNT_F_EMPTY_PATH), where)
+
+    def mount(self, what: str, where: str, fs_type: str, options: str) -> None:
+        self._check(self._libc.mount(what.encode(), where.encode(), fs_type.encode(), 0, options.encode()), where)
+
+    def unmount(self, where: str) -> None:
+        self._libc.umount2(where.encode(), 0)
+
+
+def main(argv: list[str]) -> int:
+    specs = [spec_from_metadata(parse_metadata(metadata)) for metadata in argv]
+    if not specs or None in specs:
+        print("usage: python3 -m sdoverlay.burst x-sdoverlay.name=...,x-sdoverlay.target=... ...", file=sys.stderr)
+        return 2
+    mounter = _Mounter()
+    problems: dict[str, str] = {}
+    detached: dict[str, int] = {}
+    # Run again (systemctl restart), what is up already stays as it is.
+    todo = [spec for spec in specs if not (os.path.ismount(spec.area) and os.path.ismount(spec.target))]
+    for spec in todo:  # each area made and filled, still detached
+        taken = [path for path in (spec.area, spec.target) if os.path.ismount(path)]
+        if taken:
+            problems[spec.name] = f"{taken[0]} is a mount point already"
+            continue
+        try:
+            detached[spec.name] = mounter.detached_tmpfs({"size": spec.size, "mode": "0700"})
+            # This process's path to it: cp, which fills it, is a child of ours.
+            root = f"/proc/{os.getpid()}/fd/{detached[spec.name]}"
+            if spec.source is not None:
+                from sdoverlay import content
+
+                content.populate(spec, content_dir=root + spec.content_dir[len(spec.area):])
+            _make_layers(spec, root)
+            os.makedirs(spec.area, mode=0o755, exist_ok=True)
+        except Exception as error:  # noqa: BLE001 - reported below; the others go on
+            problems[spec.name] = f"cannot prepare its area: {getattr(error, 'message', None) or error}"
+    attached = []
+    for spec in todo:  # all areas attached, back to back
+        if spec.name in detached and spec.name not in problems:
+            try:
+                mounter.attach(detached[spec.name], spec.area)
+                attached.append(spec)
+            except OSError as error:
+                problems[spec.name] = f"cannot mount its area: {error.strerror}"
+        if spec.name in detached:
+            os.close(detached[spec.name])  # an area never attached goes with it
+    for spec in attached:  # all overlays, back to back
+        try:
+            mounter.mount("overlay", spec.target, "overlay", spec.overlay_options)
+        except OSError as error:
+            problems[spec.name] = f"cannot mount it on {spec.target}: {error.strerror}"
+            mounter.unmount(spec.area)
+    for spec in todo:
+        if spec.name in problems:
+            # Nothing of it is left; its units are not started (they would
+            # only fail the same way): this unit fails, and says why.
+            if spec.name in detached:
+                _remove_dir(spec.area)
+            print(f"overlay {spec.name}: {problems[spec.name]}", file=sys.stderr, flush=True)
+    print(f"mounted {len(todo) - len(problems)} of {len(todo)} overlays", flush=True)
+    return 1 if problems else 0
+
+
+def _remove_dir(path: str) -> None:
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass  # not there, or something is in it: not ours to remove
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

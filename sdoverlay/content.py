@@ -30,16 +30,18 @@ def _like_target(path: str, target_stat: os.stat_result) -> None:
     os.chmod(path, target_stat.st_mode & 0o7777)
 
 
-def populate(spec: OverlaySpec) -> None:
+def populate(spec: OverlaySpec, content_dir: str | None = None) -> None:
     """Copy SOURCE into SPEC's area, unless done already: checked, owned by
     root, its root dir like TARGET's. Run by the overlay's content unit, at
-    apply, at boot, and again after a reset (which keeps the content); the
-    unit's other commands make the upper and work dirs."""
+    apply and again after a reset (which keeps the content); the unit's
+    other commands make the upper and work dirs. CONTENT_DIR: where the area
+    is not attached yet (the boot burst), the content dir's path instead."""
+    content_dir = content_dir or spec.content_dir
     target_stat = os.stat(spec.target)
-    if spec.source is not None and not os.path.isdir(spec.content_dir):
+    if spec.source is not None and not os.path.isdir(content_dir):
         # Copied beside, renamed into place when complete: a content dir that
         # exists is always whole.
-        partial = spec.content_dir + ".partial"
+        partial = content_dir + ".partial"
         if os.path.lexists(partial):
             shutil.rmtree(partial)
         os.mkdir(partial, 0o700)
@@ -52,7 +54,7 @@ def populate(spec: OverlaySpec) -> None:
         if not spec.keep_ownership:
             _own_by_root(partial)
         _like_target(partial, target_stat)
-        os.rename(partial, spec.content_dir)
+        os.rename(partial, content_dir)
 
 
 def remove_writable_layers(spec: OverlaySpec) -> None:

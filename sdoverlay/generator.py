@@ -22,7 +22,7 @@ import os
 import sys
 import time
 
-from sdoverlay import burst, config, ini, kinds, mountinfo, paths, units, validate
+from sdoverlay import burst, config, ini, kinds, mountinfo, units, validate
 from sdoverlay.errors import SdoverlayError
 from sdoverlay.sizes import DEFAULT_SIZE
 from sdoverlay.spec import OverlaySpec
@@ -162,15 +162,23 @@ def generate(normal_dir: str, dropin_dirs: list[str] = DROPIN_DIRS, python: str 
         allowed_roots = config.Config().allowed_roots
     mounts = mountinfo.read()
     generated: list[OverlaySpec] = []
+    by_name: dict[str, OverlaySpec] = {}
+    # Every target taken so far, and every dir above one, as path components:
+    # overlap checks by lookup, not against each earlier drop-in (with 50
+    # drop-ins that was 1,225 comparisons, 5 ms of every boot).
+    by_target: dict[tuple[str, ...], OverlaySpec] = {}
+    above_a_target: dict[tuple[str, ...], OverlaySpec] = {}
     problems: list[str] = []
     for path in ini.layered_files(dropin_dirs, ".conf"):
         try:
             spec = parse_dropin(path, allowed_roots, mounts)
-            for other in generated:
-                if other.name == spec.name:
-                    raise DropinError(f"overlay name {spec.name!r} is used by {other.dropin} already")
-                if paths.overlaps(other.target, spec.target):
-                    raise DropinError(f"{spec.target} overlaps {other.target} of {other.dropin}")
+            if spec.name in by_name:
+                raise DropinError(f"overlay name {spec.name!r} is used by {by_name[spec.name].dropin} already")
+            parts = tuple(part for part in spec.target.split("/") if part)
+            other = above_a_target.get(parts) or next(
+                (by_target[parts[:depth]] for depth in range(len(parts) + 1) if parts[:depth] in by_target), None)
+            if other is not None:
+                raise DropinError(f"{spec.target} overlaps {other.target} of {other.dropin}")
         except DropinError as error:
             problems.append(f"{path}: {error}; skipped")
             _log(problems[-1])
@@ -178,16 +186,18 @@ def generate(normal_dir: str, dropin_dirs: list[str] = DROPIN_DIRS, python: str 
         try:
             for unit in units.render(spec, python):
                 _write(normal_dir, unit.name, unit.text)
-            wants = os.path.join(normal_dir, f"{WANTED_BY}.wants")
-            os.makedirs(wants, exist_ok=True)
-            link = os.path.join(wants, spec.overlay_unit)
-            if not os.path.lexists(link):
-                os.symlink(f"../{spec.overlay_unit}", link)
+            # One in the burst is started by the burst's unit (sdoverlay.burst).
+            if not spec.in_burst:
+                _want(normal_dir, spec.overlay_unit)
         except OSError as error:
             problems.append(f"{path}: cannot write its units: {error}; skipped")
             _log(problems[-1])
             continue
         generated.append(spec)
+        by_name[spec.name] = spec
+        by_target[parts] = spec
+        for depth in range(len(parts)):
+            above_a_target.setdefault(parts[:depth], spec)
     in_burst = [spec for spec in generated if spec.in_burst]
     if in_burst:
         _write_burst(normal_dir, in_burst, python)
@@ -196,13 +206,18 @@ def generate(normal_dir: str, dropin_dirs: list[str] = DROPIN_DIRS, python: str 
     return generated
 
 
+def _want(normal_dir: str, unit: str) -> None:
+    """UNIT is started on the way to local-fs.target."""
+    wants = os.path.join(normal_dir, f"{WANTED_BY}.wants")
+    os.makedirs(wants, exist_ok=True)
+    link = os.path.join(wants, unit)
+    if not os.path.lexists(link):
+        os.symlink(f"../{unit}", link)
+
+
 def _write_burst(normal_dir: str, specs: list[OverlaySpec], python: str) -> None:
-    areas, overlays = burst.fstabs(specs)
-    _write(normal_dir, burst.AREAS_FSTAB, areas)
-    _write(normal_dir, burst.OVERLAYS_FSTAB, overlays)
-    _write(normal_dir, burst.SCRIPT, burst.script(specs, normal_dir, python))
-    _write(normal_dir, burst.UNIT, burst.unit(specs, normal_dir))
-    os.symlink(f"../{burst.UNIT}", os.path.join(normal_dir, f"{WANTED_BY}.wants", burst.UNIT))
+    _write(normal_dir, burst.UNIT, burst.unit(specs, python))
+    _want(normal_dir, burst.UNIT)
 
 
 def main(argv: list[str] | None = None) -> int:

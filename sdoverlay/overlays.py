@@ -17,6 +17,7 @@ from sdoverlay import (
     content,
     diagnostics,
     holders,
+    ini,
     kinds,
     mountinfo,
     paths,
@@ -53,6 +54,9 @@ class OverlayStatus:
     # What the area's tmpfs holds: content, upper and work together (from
     # statvfs: walking the upper dir cost 64 ms for 20,000 files, issue 9).
     area_used_bytes: int | None = None
+    # systemd's ActiveState of the area and of the overlay unit.
+    area_unit_state: str = "inactive"
+    overlay_unit_state: str = "inactive"
 
     def to_json(self) -> dict[str, Any]:
         spec = self.spec
@@ -101,7 +105,9 @@ async def _statuses(systemd: Systemd, areas: dict[str, UnitState]) -> list[Overl
     for area_unit, area in sorted(areas.items()):
         if not area.exists:
             continue
-        options = utab.get(area_unit) if area.active == "active" else None
+        options = None
+        if area.active == "active":
+            options = utab.get(area_unit) or _generated_options(area_unit)
         if options is None:
             path = await systemd.unit_path(area_unit)
             if path is None:
@@ -114,6 +120,17 @@ async def _statuses(systemd: Systemd, areas: dict[str, UnitState]) -> list[Overl
     mounts = mountinfo.read()
     return sorted((_status(spec, area_state, states[spec.overlay_unit], states[spec.detached_unit], mounts)
                    for spec, area_state in specs), key=lambda status: status.spec.name)
+
+
+def _generated_options(area_unit: str) -> str | None:
+    """Options= of the area unit the generator wrote: the boot burst mounts
+    areas with mount(2), which leaves no utab entry (sdoverlay.burst)."""
+    try:
+        text = ini.read_regular_file(os.path.join(paths.GENERATED_UNITS_DIR, area_unit))
+    except (OSError, ValueError):
+        return None
+    found = [value for section, key, value in ini.parse(text) if section == "Mount" and key == "Options"]
+    return found[-1].replace("%%", "%") if found else None
 
 
 def _status(spec: OverlaySpec, area_state: str, overlay_state: str, detached_state: str,
@@ -141,7 +158,7 @@ def _status(spec: OverlaySpec, area_state: str, overlay_state: str, detached_sta
     elif overlay_state == "inactive" and area_state == "active" and detached_state == "active":
         state = "detached"
         problem = f"removed, but processes still use the overlay; {area_used} bytes stay allocated until they exit"
-    return OverlayStatus(spec, state, size_limit, problem, area_used)
+    return OverlayStatus(spec, state, size_limit, problem, area_used, area_state, overlay_state)
 
 
 def _health_problem(spec: OverlaySpec, mounts: list[mountinfo.MountEntry]) -> str | None:
@@ -162,12 +179,33 @@ def _health_problem(spec: OverlaySpec, mounts: list[mountinfo.MountEntry]) -> st
     return None
 
 
+# How long find() waits for systemd to see mounts the kernel has: it reads
+# mountinfo at most 5 times a second (a rate limit), and the boot burst
+# mounts behind its back (sdoverlay.burst).
+SETTLE_SECONDS = 3.0
+
+
 async def find(systemd: Systemd, name: str) -> OverlayStatus:
+    """NAME's status, as systemd sees it once it has caught up with the kernel."""
     area_unit = paths.mount_unit_name(paths.area_dir(name))
-    found = await _statuses(systemd, await systemd.units_by_name([area_unit]))
-    if not found:
-        raise NotFound(f"no overlay named {name!r}")
-    return found[0]
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while True:
+        found = await _statuses(systemd, await systemd.units_by_name([area_unit]))
+        if not found:
+            raise NotFound(f"no overlay named {name!r}")
+        if not _systemd_behind(found[0]) or time.monotonic() > deadline:
+            return found[0]
+        await asyncio.sleep(0.1)
+
+
+def _systemd_behind(status: OverlayStatus) -> bool:
+    """Does the kernel have the overlay's area or overlay mounted while
+    systemd has not seen it yet (its units inactive)?"""
+    if status.area_unit_state == "active" and status.overlay_unit_state == "active":
+        return False
+    mounts = mountinfo.read()
+    return ((status.area_unit_state == "inactive" and mountinfo.is_mount_point(status.spec.area, mounts))
+            or (status.overlay_unit_state == "inactive" and our_overlay_mount(status.spec, mounts) is not None))
 
 
 async def list_all(systemd: Systemd) -> list[OverlayStatus]:

@@ -10,6 +10,8 @@ import string
 
 AREA_ROOT = "/run/usroverlay"
 PERSISTENT_ROOT = "/var/lib/sdoverlay"
+# Where systemd has its system generators write units (man:systemd.generator(7)).
+GENERATED_UNITS_DIR = "/run/systemd/generator"
 
 # Overlay names end up in unit names, in paths under AREA_ROOT and in mount
 # options; this alphabet needs no quoting in any of them.

@@ -28,6 +28,8 @@ _METADATA_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz
 
 
 def quote_metadata(value: str) -> str:
+    if _METADATA_SAFE.issuperset(value):
+        return value
     return "".join(chr(byte) if chr(byte) in _METADATA_SAFE else f"%{byte:02X}" for byte in value.encode())
 
 

@@ -62,6 +62,13 @@ def host_root_with_service() -> str:
         shutil.copy(REPO / "systemd" / name, usr / path)
     unit = usr / "lib/systemd/system/sdoverlay.service"
     unit.write_text((REPO / "systemd" / "sdoverlay.service.in").read_text().replace("@PYTHON@", str(VENV / "bin" / "python")))
+    # The package as Debian's Python finds an installed one (and compiled,
+    # as the read-only /usr cannot take .pyc files later): for what runs as
+    # `/usr/bin/python3 -I` like the installed generator (benchmarks/).
+    # The venv, which the tests use, finds the repository first.
+    site = usr / "lib/python3/dist-packages/sdoverlay"
+    shutil.copytree(REPO / "sdoverlay", site, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(["/usr/bin/python3", "-m", "compileall", "-q", str(site)], check=True)
     atexit.register(shutil.rmtree, base, ignore_errors=True)
     return str(base / "root")
 

@@ -126,6 +126,7 @@ def context(spec: OverlaySpec, python: str = sys.executable) -> dict[str, str]:
         "lazy_unmount": "yes" if spec.lazy_unmount else "no",
         # After a boot's burst (sdoverlay.burst), skipped where it mounted already.
         "burst_unit": BURST_UNIT if spec.in_burst else "",
+        "area_stop_when_unneeded": "no" if spec.in_burst else "yes",
         "unless_area_mounted": "!" + spec.area if spec.in_burst else "",
         "unless_target_mounted": "!" + unit_escape(spec.target) if spec.in_burst else "",
         "lazy_flag": "-l " if spec.lazy_unmount else "",
