@@ -47,7 +47,8 @@ def main() -> None:
     rounds = args.rounds
     with Container() as bed:
         # One target per overlay that overlaps no other: the dirs of /usr/share/doc.
-        targets = [t.rstrip("/") for t in bed.sh("ls -d /usr/share/doc/*/").stdout.split()]
+        # (Real dirs: a link to another would be the same target.)
+        targets = sorted(bed.sh("find /usr/share/doc -mindepth 1 -maxdepth 1 -type d").stdout.split())
         if len(targets) < args.most:
             raise SystemExit(f"only {len(targets)} dirs in /usr/share/doc; use --most {len(targets)}")
         probe_target = "/usr/share/man"

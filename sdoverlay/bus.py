@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 
 from sdoverlay.dbusnext import BusType, DBusError, Message, MessageBus, MessageType, Variant
 from sdoverlay.errors import Conflict, NotFound, OperationFailed, PermissionDenied
+from sdoverlay.record import record
 
 SYSTEMD = "org.freedesktop.systemd1"
 MANAGER_PATH = "/org/freedesktop/systemd1"
@@ -89,7 +89,7 @@ def _unwrap(value: Any) -> Any:
     return value
 
 
-@dataclasses.dataclass(frozen=True)
+@record  # not a dataclass: `list` imports this (sdoverlay.record)
 class UnitState:
     load: str  # loaded, not-found, masked, ...
     active: str  # active, inactive, failed, activating, deactivating

@@ -192,9 +192,9 @@ def unlock(target: str, name: str | None, hotfix: bool, size: str, no_ask_passwo
 @json_option
 def list_(uid: int | None, as_json: bool) -> None:
     """List overlays, with their state and memory use."""
-    from sdoverlay import overlays
+    from sdoverlay.status import list_all
 
-    found = [s for s in _on_bus(overlays.list_all) if uid is None or s.spec.owner_uid == uid]
+    found = [s for s in _on_bus(list_all) if uid is None or s.spec.owner_uid == uid]
     if as_json:
         click.echo(json.dumps([s.to_json() for s in found], indent=2))
         return

@@ -40,6 +40,12 @@ def check_path_chars(path: str) -> str | None:
     return None
 
 
+# ASCII as escape_path writes it: one table lookup per character (list
+# escapes thousands of paths at 500 overlays, issue 9).
+_ESCAPE_ASCII = {code: "-" if chr(code) == "/" else chr(code) if chr(code) in _UNIT_NAME_PLAIN else f"\\x{code:02x}"
+                 for code in range(128)}
+
+
 def escape_path(path: str) -> str:
     """The unit-name form of PATH, as `systemd-escape --path` prints it.
 
@@ -49,6 +55,8 @@ def escape_path(path: str) -> str:
     trimmed = "/".join(part for part in path.split("/") if part)
     if not trimmed:
         return "-"
+    if trimmed.isascii() and trimmed[0] != ".":
+        return trimmed.translate(_ESCAPE_ASCII)
     out = []
     for index, char in enumerate(trimmed):
         if char == "/":
