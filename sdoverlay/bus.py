@@ -306,10 +306,10 @@ class Systemd:
         )
         return _unwrap(value)
 
-    async def list_units(self, patterns: list[str]) -> dict[str, UnitState]:
-        """Every loaded unit matching PATTERNS, in one call."""
+    async def list_units(self, patterns: list[str], states: list[str] | None = None) -> dict[str, UnitState]:
+        """Every loaded unit matching PATTERNS (and in one of STATES), in one call."""
         (units,) = await self._call_manager(
-            "ListUnitsByPatterns", "asas", [[], patterns], "cannot list units"
+            "ListUnitsByPatterns", "asas", [states or [], patterns], "cannot list units"
         )
         return {unit[0]: UnitState(load=unit[2], active=unit[3]) for unit in units}
 

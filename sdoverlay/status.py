@@ -64,16 +64,20 @@ class OverlayStatus:
         }
 
 
-async def _statuses(systemd: Systemd, areas: dict[str, UnitState]) -> list[OverlayStatus]:
+async def _statuses(systemd: Systemd, areas: dict[str, UnitState], from_kernel: bool) -> list[OverlayStatus]:
     """The status of each overlay whose area unit is in AREAS, sorted by name.
 
     The number of D-Bus calls does not grow with the number of overlays
-    (issue 9): the caller found the areas in one call, their metadata comes
-    from libmount's utab (one property read for an area it does not list:
-    one not mounted), and the other units' states from one ListUnitsByNames.
+    (issue 9): an area's metadata comes from libmount's utab (or the unit the
+    generator wrote; one property read for an area that is not mounted), the
+    overlay and detached units' states from one ListUnitsByNames. FROM_KERNEL
+    (list): an overlay the kernel shows mounted is active without asking
+    systemd, which is then asked about the others only: the reply for 500
+    overlays took 14 ms to unpack in dbus-next.
     """
     utab = {paths.mount_unit_name(mount_point): options for mount_point, options in mountinfo.read_utab().items()
             if paths.is_within(mount_point, paths.AREA_ROOT)}
+    mounts_on = _mounts_by_point()
     specs = []
     for area_unit, area in sorted(areas.items()):
         if not area.exists:
@@ -89,14 +93,12 @@ async def _statuses(systemd: Systemd, areas: dict[str, UnitState]) -> list[Overl
         spec = spec_module.spec_from_metadata(spec_module.parse_metadata(options))
         if spec is not None and spec.area_unit == area_unit:
             specs.append((spec, area.active))  # else not ours: no sdoverlay metadata
-    states = await systemd.active_states([unit for spec, _ in specs for unit in (spec.overlay_unit, spec.detached_unit)])
-    # The mounts on each path: one pass over mountinfo, not one per overlay.
-    mounts_on: dict[str, list[mountinfo.MountEntry]] = {}
-    for entry in mountinfo.read():
-        mounts_on.setdefault(entry.mount_point, []).append(entry)
-    return sorted((_status(spec, area_state, states[spec.overlay_unit], states[spec.detached_unit],
-                           mounts_on.get(spec.target, []))
-                   for spec, area_state in specs), key=lambda status: status.spec.name)
+    mounted = {spec.name for spec, _ in specs if from_kernel and our_overlay_mount(spec, mounts_on.get(spec.target, []))}
+    states = await systemd.active_states([unit for spec, _ in specs if spec.name not in mounted
+                                          for unit in (spec.overlay_unit, spec.detached_unit)])
+    return [_status(spec, area_state, "active" if spec.name in mounted else states[spec.overlay_unit],
+                    "inactive" if spec.name in mounted else states[spec.detached_unit], mounts_on.get(spec.target, []))
+            for spec, area_state in sorted(specs, key=lambda item: item[0].name)]
 
 
 def _generated_options(area_unit: str) -> str | None:
@@ -168,7 +170,7 @@ async def find(systemd: Systemd, name: str) -> OverlayStatus:
     area_unit = paths.mount_unit_name(paths.area_dir(name))
     deadline = time.monotonic() + SETTLE_SECONDS
     while True:
-        found = await _statuses(systemd, await systemd.units_by_name([area_unit]))
+        found = await _statuses(systemd, await systemd.units_by_name([area_unit]), from_kernel=False)
         if not found:
             raise NotFound(f"no overlay named {name!r}")
         if not _systemd_behind(found[0]) or time.monotonic() > deadline:
@@ -187,7 +189,27 @@ def _systemd_behind(status: OverlayStatus) -> bool:
 
 
 async def list_all(systemd: Systemd) -> list[OverlayStatus]:
-    return await _statuses(systemd, await systemd.list_units([AREA_UNIT_PATTERN]))
+    """Every overlay. Areas the kernel has mounted are taken as active (systemd
+    reads mountinfo at most 5 times a second and may lag behind), and only the
+    others are asked of systemd: the reply stays small with many overlays."""
+    areas = {paths.mount_unit_name(entry.mount_point): UnitState(load="loaded", active="active")
+             for entry in mountinfo.read()
+             if entry.fs_type == "tmpfs" and os.path.dirname(entry.mount_point) == paths.AREA_ROOT}
+    for unit, state in (await systemd.list_units([AREA_UNIT_PATTERN], states=NOT_ACTIVE)).items():
+        areas.setdefault(unit, state)
+    return await _statuses(systemd, areas, from_kernel=True)
+
+
+# Every ActiveState but "active" (ListUnitsByPatterns' filter).
+NOT_ACTIVE = ["inactive", "failed", "activating", "deactivating", "reloading", "maintenance"]
+
+
+def _mounts_by_point() -> dict[str, list[mountinfo.MountEntry]]:
+    """The mounts on each path: one pass over mountinfo, not one per overlay."""
+    mounts_on: dict[str, list[mountinfo.MountEntry]] = {}
+    for entry in mountinfo.read():
+        mounts_on.setdefault(entry.mount_point, []).append(entry)
+    return mounts_on
 
 
 def our_overlay_mount(spec: OverlaySpec, mounts: list[mountinfo.MountEntry] | None = None) -> mountinfo.MountEntry | None:

@@ -111,6 +111,7 @@ class Scan:
         self.privileged: list[str] = []  # setuid, setgid, file capabilities
         self.world_writable: list[str] = []
         self.unreadable: list[str] = []
+        self.not_root_owned: list[str] = []  # what a copy made root's must chown
 
 
 def scan(root: str) -> Scan:
@@ -123,6 +124,8 @@ def scan(root: str) -> Scan:
         path = pending.pop()
         info = os.lstat(path)
         mode = info.st_mode
+        if info.st_uid or info.st_gid:
+            result.not_root_owned.append(path)
         if stat.S_ISLNK(mode):
             # tmpfs keeps a target of 128 bytes or more (with its NUL) in a page of its own.
             if len(os.readlink(path)) + 1 > SHORT_SYMLINK_LEN:
