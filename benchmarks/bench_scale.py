@@ -62,14 +62,21 @@ def main() -> None:
             for key, argv in startup.items():
                 start_samples[key].append(timed(bed, argv))
 
-        def unlock_remove() -> tuple[float, float]:
+        # The same with systemd's own tools: a tmpfs, its dirs and an overlay
+        # mounted, then both unmounted, to see how systemd itself scales.
+        ref_up = ["sh", "-ec", "systemd-mount -q --type=tmpfs tmpfs /run/refarea; mkdir /run/refarea/u /run/refarea/w; "
+                  "systemd-mount -q --type=overlay --options=lowerdir=/usr/share/man,upperdir=/run/refarea/u,"
+                  f"workdir=/run/refarea/w,index=off,metacopy=off /run/refarea {probe_target}"]
+        ref_down = ["sh", "-ec", f"systemd-umount -q {probe_target}; systemd-umount -q /run/refarea"]
+
+        def unlock_remove() -> tuple[float, float, float, float]:
             up = timed(bed, [SDOVERLAY, "unlock", probe_target, "--name", "probe"], QUIET)
             down = timed(bed, [SDOVERLAY, "remove", "probe"], QUIET)
-            return up, down
+            return up, down, timed(bed, ref_up, QUIET), timed(bed, ref_down, QUIET)
 
         probe_none = [unlock_remove() for _ in range(rounds)]
         list_ms: dict[int, float] = {}
-        probe_many: list[tuple[float, float]] = []
+        probe_many: list[tuple[float, float, float, float]] = []
         present = 0
         for count in (10, 100, 300, args.most):
             while present < count:
@@ -87,7 +94,7 @@ def main() -> None:
         print(f"{key:30s} {median_ms(samples):7.1f} ms  {median_ms(samples) / reference:5.2f}x python3 -I -c pass")
     for count, value in list_ms.items():
         print(f"list --json, {count:3d} overlays    {value:7.1f} ms  {value / list_ms[10]:5.2f}x at 10")
-    for label, index in (("unlock", 0), ("remove", 1)):
+    for label, index in (("unlock", 0), ("remove", 1), ("systemd-mount tmpfs + overlay", 2), ("systemd-umount both", 3)):
         none = median_ms([sample[index] for sample in probe_none])
         many = median_ms([sample[index] for sample in probe_many])
         print(f"{label}: {none:.1f} ms with none present, {many:.1f} ms with 300: {many / none:.2f}x")

@@ -14,9 +14,10 @@ import dataclasses
 import os
 import shutil
 
-from sdoverlay import mountinfo, overlays, paths, persistence
+from sdoverlay import mountinfo, paths, persistence
+from sdoverlay import status as status_module
 from sdoverlay.bus import Systemd
-from sdoverlay.overlays import OverlayStatus
+from sdoverlay.status import OverlayStatus
 
 _HELPER_SUFFIXES = ("-content.service", "-hold.service", "-detached.service", ".service")
 _UNIT_PATTERNS = ["usroverlay-*.service", "run-usroverlay-*.mount"]
@@ -48,7 +49,7 @@ def overlay_name_of_unit(unit: str) -> str | None:
 
 async def find(systemd: Systemd, only_name: str | None = None, include_state: bool = True) -> list[Finding]:
     """Everything of sdoverlay's that belongs to no overlay (of ONLY_NAME, if given)."""
-    listed: dict[str, OverlayStatus] = {status.spec.name: status for status in await overlays.list_all(systemd)}
+    listed: dict[str, OverlayStatus] = {status.spec.name: status for status in await status_module.list_all(systemd)}
     found: list[Finding] = []
 
     def wanted(name: str | None) -> bool:

@@ -34,7 +34,7 @@ from sdoverlay.errors import (
     SdoverlayError,
 )
 from sdoverlay.spec import OverlaySpec
-from sdoverlay.status import MOUNT, OverlayStatus, find, list_all, our_overlay_mount
+from sdoverlay.status import MOUNT, OverlayStatus, all_specs, find, our_overlay_mount
 
 SERVICE = "org.freedesktop.systemd1.Service"
 
@@ -53,17 +53,17 @@ async def check_new(systemd: Systemd, spec_name: str, target: str, size: str, ow
     area_unit = paths.mount_unit_name(paths.area_dir(spec_name))
     if (await systemd.units_by_name([area_unit]))[area_unit].exists:
         raise Conflict(f"an overlay named {spec_name!r} exists already")
-    existing = await list_all(systemd)
+    existing = await all_specs(systemd)
     for other in existing:
-        if paths.overlaps(target, other.spec.target):
-            raise Conflict(f"{target} overlaps {other.spec.target}, the target of overlay {other.spec.name!r}")
+        if paths.overlaps(target, other.target):
+            raise Conflict(f"{target} overlaps {other.target}, the target of overlay {other.name!r}")
     hidden = sorted({
         entry.mount_point for entry in mountinfo.read()
         if entry.mount_point != target and paths.is_within(entry.mount_point, target)
     })
     if hidden:
         raise Conflict(f"{target} has mounts beneath it that the overlay would hide: {', '.join(hidden)}")
-    owned = [other.spec for other in existing if other.spec.owner_uid == owner_uid]
+    owned = [other for other in existing if other.owner_uid == owner_uid]
     if limits.max_overlays_per_owner is not None and len(owned) >= limits.max_overlays_per_owner:
         raise LimitExceeded(
             f"uid {owner_uid} has {len(owned)} overlay(s), the most MaxOverlaysPerOwner= allows"

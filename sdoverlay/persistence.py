@@ -16,7 +16,7 @@ from sdoverlay.bus import Systemd
 from sdoverlay.errors import Conflict, NotFound, OperationFailed, SdoverlayError
 from sdoverlay.generator import DROPIN_DIRS, SECTION
 from sdoverlay.paths import PERSISTENT_ROOT
-from sdoverlay.overlays import OverlayStatus
+from sdoverlay.status import OverlayStatus
 from sdoverlay.spec import OverlaySpec
 
 ADMIN_DIR = DROPIN_DIRS[0]  # /etc/sdoverlay.d: the administrator's

@@ -75,9 +75,20 @@ async def _statuses(systemd: Systemd, areas: dict[str, UnitState], from_kernel: 
     systemd, which is then asked about the others only: the reply for 500
     overlays took 14 ms to unpack in dbus-next.
     """
+    specs = await _specs(systemd, areas)
+    mounts_on = _mounts_by_point()
+    mounted = {spec.name for spec, _ in specs if from_kernel and our_overlay_mount(spec, mounts_on.get(spec.target, []))}
+    states = await systemd.active_states([unit for spec, _ in specs if spec.name not in mounted
+                                          for unit in (spec.overlay_unit, spec.detached_unit)])
+    return [_status(spec, area_state, "active" if spec.name in mounted else states[spec.overlay_unit],
+                    "inactive" if spec.name in mounted else states[spec.detached_unit], mounts_on.get(spec.target, []))
+            for spec, area_state in sorted(specs, key=lambda item: item[0].name)]
+
+
+async def _specs(systemd: Systemd, areas: dict[str, UnitState]) -> list[tuple[OverlaySpec, str]]:
+    """(spec, area ActiveState) of each of AREAS that is an overlay of ours."""
     utab = {paths.mount_unit_name(mount_point): options for mount_point, options in mountinfo.read_utab().items()
             if paths.is_within(mount_point, paths.AREA_ROOT)}
-    mounts_on = _mounts_by_point()
     specs = []
     for area_unit, area in sorted(areas.items()):
         if not area.exists:
@@ -93,12 +104,7 @@ async def _statuses(systemd: Systemd, areas: dict[str, UnitState], from_kernel: 
         spec = spec_module.spec_from_metadata(spec_module.parse_metadata(options))
         if spec is not None and spec.area_unit == area_unit:
             specs.append((spec, area.active))  # else not ours: no sdoverlay metadata
-    mounted = {spec.name for spec, _ in specs if from_kernel and our_overlay_mount(spec, mounts_on.get(spec.target, []))}
-    states = await systemd.active_states([unit for spec, _ in specs if spec.name not in mounted
-                                          for unit in (spec.overlay_unit, spec.detached_unit)])
-    return [_status(spec, area_state, "active" if spec.name in mounted else states[spec.overlay_unit],
-                    "inactive" if spec.name in mounted else states[spec.detached_unit], mounts_on.get(spec.target, []))
-            for spec, area_state in sorted(specs, key=lambda item: item[0].name)]
+    return specs
 
 
 def _generated_options(area_unit: str) -> str | None:
@@ -189,15 +195,26 @@ def _systemd_behind(status: OverlayStatus) -> bool:
 
 
 async def list_all(systemd: Systemd) -> list[OverlayStatus]:
-    """Every overlay. Areas the kernel has mounted are taken as active (systemd
-    reads mountinfo at most 5 times a second and may lag behind), and only the
-    others are asked of systemd: the reply stays small with many overlays."""
+    """Every overlay (see _all_areas)."""
+    return await _statuses(systemd, await _all_areas(systemd), from_kernel=True)
+
+
+async def all_specs(systemd: Systemd) -> list[OverlaySpec]:
+    """What every overlay is, without its state: for the checks on a new one."""
+    return [spec for spec, _ in await _specs(systemd, await _all_areas(systemd))]
+
+
+async def _all_areas(systemd: Systemd) -> dict[str, UnitState]:
+    """Every area unit. Areas the kernel has mounted are taken as active
+    (systemd reads mountinfo at most 5 times a second and may lag behind),
+    and only the others are asked of systemd: the reply stays small with
+    many overlays."""
     areas = {paths.mount_unit_name(entry.mount_point): UnitState(load="loaded", active="active")
              for entry in mountinfo.read()
              if entry.fs_type == "tmpfs" and os.path.dirname(entry.mount_point) == paths.AREA_ROOT}
     for unit, state in (await systemd.list_units([AREA_UNIT_PATTERN], states=NOT_ACTIVE)).items():
         areas.setdefault(unit, state)
-    return await _statuses(systemd, areas, from_kernel=True)
+    return areas
 
 
 # Every ActiveState but "active" (ListUnitsByPatterns' filter).

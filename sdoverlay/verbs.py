@@ -27,6 +27,7 @@ from sdoverlay.errors import (
 )
 from sdoverlay.sizes import DEFAULT_SIZE
 from sdoverlay.spec import OverlaySpec
+from sdoverlay.status import OverlayStatus
 
 # The polkit actions (systemd/org.sdoverlay.policy).
 ACTION_CREATE = "org.sdoverlay.create"
@@ -143,7 +144,7 @@ async def create(systemd: Systemd, caller: Caller, authorize: Authorize, verb: s
 
 
 async def _owned(systemd: Systemd, caller: Caller, authorize: Authorize, name: str, force: bool,
-                 verb: str) -> overlays.OverlayStatus:
+                 verb: str) -> OverlayStatus:
     """Overlay NAME, if the caller may act on it: their own, or another's
     with --force and polkit's leave."""
     status = await overlays.find(systemd, name)
