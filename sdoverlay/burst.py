@@ -2,42 +2,40 @@
 
 Each overlay has three units (area, content, overlay). Started one by one
 at boot they cost 2 mounts and 4 processes each: 20 drop-ins added
-+339...+468 ms to boot. And systemd reads /proc/self/mountinfo at most 5
-times a second (252 and later: the mount-monitor-dispatch rate limit); each
-mount(8) wakes it twice (mountinfo, and libmount's utab), so 40 mounts,
-even done by one `mount --all`, used the first second's rescans, and
-systemd's own next mount (a service's credentials) waited for the next
-second: 16 of 21 boots stalled for a second (benchmarks/README.md).
++339...+468 ms to boot, and 8 of 19 boots stalled for a second. systemd
+(252, and later) rescans /proc/self/mountinfo at most 5 times a second, and
+while that rate limit holds it starts no mount job at all, not even one a
+condition would skip: every mount job of the boot waits, and
+local-fs.target with it. A plain boot uses 4-5 of those rescans already.
 
-And while that rate limit holds, systemd starts no mount unit at all (it
-could not see the result): every mount job of the boot waits.
+So one generated oneshot, sdoverlay-boot.service (after
+local-fs-pre.target, when the boot's early mount jobs are done; before
+local-fs.target), runs `python3 -m sdoverlay.burst METADATA...`. It creates
+each area's tmpfs detached (the new mount API, fsopen and fsmount: no mount
+event yet), with its size cap, and fills it there (SOURCE, upper and work
+dirs); then it attaches all areas (move_mount) and mounts all overlays
+(mount(2)) back to back: one tight run of mount events, not two mount(8)
+calls per overlay that each wake systemd twice (mountinfo and utab).
+(mount(2) leaves no utab entry: `sdoverlay list` reads such an area's
+metadata from its generated unit.)
 
-So one generated oneshot, sdoverlay-boot.service, runs `python3 -m
-sdoverlay.burst METADATA...`. It creates each area's tmpfs detached (the
-new mount API: fsopen, fsmount; no mount event yet) and makes its upper and
-work dirs inside it, then attaches all areas (move_mount) and mounts all
-overlays (mount(2)) back to back, without mount(8): one tight run of mount
-events that systemd sees in one or two rescans. An area with a SOURCE is
-filled between the two, once attached. (mount(2) leaves no utab entry:
-`sdoverlay list` reads such an area's metadata from its generated unit.)
+Each overlay's own units are still generated, and systemd shows them active
+as it finds their mounts, but nothing starts them at boot: their jobs, too,
+would wait out the rate limit. The burst's unit names them (Before=), which
+has systemd load them at once, so that they are listed. They carry
+After=sdoverlay-boot.service and ConditionPathIsMountPoint=! on what they
+mount, so a start by hand never mounts twice, and their areas are not
+StopWhenUnneeded= (systemd may see an area before its overlay, and would
+unmount it at once). Their Size= caps, their place in `systemctl list-units
+'*usroverlay*'` and `sdoverlay list`, and reset, remove and persist are
+those of any other overlay.
 
-Each overlay's own units are still generated, and systemd shows them
-active as it finds their mounts; but local-fs.target does not want them:
-while the rate limit holds, a job of a mount unit waits, and local-fs.target
-with it, even one that would be skipped. (The burst's unit wants the areas,
-which keeps them from being stopped as unneeded.) It starts the units of
-an overlay it could not mount: ordered after the burst, with
-ConditionPathIsMountPoint=! on what they would mount, its units do what is
-missing, or fail with systemd's own reason (its area, then needed by no
-unit, is unmounted). The burst itself runs after local-fs-pre.target, when
-the boot's early mounts (/dev/hugepages, credentials) are done, so that
-its mount events do not hold up theirs. Its
-Size= cap, its place in `systemctl list-units '*usroverlay*'` and
-`sdoverlay list`, and reset, remove and persist are those of any other
-overlay.
-
-Only overlays of the mount kind go in the burst; one on a path that is a
-mount point already is mounted by its own service, as at any other time.
+An overlay the burst cannot mount leaves nothing behind (its area is freed
+with its mount fd, or unmounted if the overlay's own mount failed); the
+others are mounted, and the unit fails with one line per overlay saying
+why. Only overlays of the mount kind go in the burst: one on a path that is
+a mount point already (/usr itself) is mounted by its own service, as at
+any other time.
 """
 
 from __future__ import annotations
