@@ -218,6 +218,45 @@ def list_(uid: int | None, as_json: bool) -> None:
 
 @cli.command(epilog=EXIT_CODES_HELP)
 @click.argument("name")
+@json_option
+def status(name: str, as_json: bool) -> None:
+    """Show everything about overlay NAME: its spec, units, memory, what was
+    written, who uses its target, its drop-in and its last audit events."""
+    from sdoverlay.details import details
+
+    found = _on_bus(lambda systemd: details(systemd, name))
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+
+    def size(count: int | None) -> str:
+        return sizes.human_bytes(count)
+
+    mode = ("read-only" if found["read_only"] else "writable") + (", persistent" if found["persistent"] else "")
+    rows = [
+        ("State", found["state"] + (f" ({found['problem']})" if found["problem"] else "")),
+        ("Source", found["source"] or "-"),
+        ("Mode", f"{mode}, {found['kind']} kind" + (", lazy unmount" if found["lazy_unmount"] else "")),
+        ("Owner", f"uid {found['owner_uid']}, session {found['session'] or '-'}, created {found['created_at']}"),
+        ("Memory", f"{size(found['area_used_bytes'])} of {size(found['size_limit_bytes'])} "
+                   f"(content {size(found['content_bytes'])}, written {size(found['written_bytes'])})"),
+        ("Changed", "-" if found["changed_paths"] is None else f"{found['changed_paths']} path(s)"),
+        ("Used by", ", ".join(f"{user['pid']} ({user['command']})" for user in found["used_by"]) or "-"),
+        ("Drop-in", found["dropin"] or "-"),
+    ]
+    rows += [("Units" if index == 0 else "", f"{unit['unit']} {unit['active']}")
+             for index, unit in enumerate(found["unit_states"])]
+    click.echo(f"{found['name']} - overlay on {found['target']}")
+    for label, value in rows:
+        click.echo(f"{label:>9}: {value}" if label else f"{'':>9}  {value}")
+    if found["events"]:
+        click.echo("")
+    for entry in found["events"]:
+        click.echo(f"{entry['time']}  {entry['event']} {entry['verb']} uid={entry['caller_uid']} {entry['result']}")
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.argument("name")
 @force_option
 @ask_option
 @json_option

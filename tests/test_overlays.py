@@ -307,3 +307,32 @@ def test_busy_target_is_reported_and_overlay_kept(bed: Container) -> None:
 def test_help_on_every_command(bed: Container, command: str) -> None:
     result = bed.sdoverlay(command, "--help", check=True)
     assert "Exit codes: 0 success" in result.stdout
+
+
+def test_status_shows_one_overlay_whole(bed: Container) -> None:
+    """Issue 10, its first part: `status NAME` in the manner of systemctl status."""
+    bed.sh(SOURCE_TREE)
+    bed.sdoverlay("apply", "shown", "/srv/src", "/usr/share/doc", check=True)
+    bed.sh("echo new > /usr/share/doc/new.txt; rm /usr/share/doc/top.txt; mkdir /usr/share/doc/newdir")
+    bed.sh("cd /usr/share/doc && exec sleep 60 >/dev/null 2>&1 &")
+    found = json.loads(bed.sdoverlay("status", "shown", "--json", check=True).stdout)
+    assert found["name"] == "shown" and found["state"] == "active" and found["source"] == "/srv/src"
+    assert [(unit["unit"], unit["active"]) for unit in found["unit_states"]] == [
+        ("run-usroverlay-shown.mount", "active"), ("usroverlay-shown-content.service", "active"),
+        ("usr-share-doc.mount", "active")]
+    # Written: new.txt, the whiteout of top.txt, newdir.
+    assert found["changed_paths"] == 3
+    assert found["content_bytes"] > 0 and found["written_bytes"] > 0
+    assert found["area_used_bytes"] >= found["content_bytes"] and found["size_limit_bytes"] > 0
+    assert "sleep" in [user["command"] for user in found["used_by"]]
+    assert [event["event"] for event in found["events"]][-1] == "applied"
+    text = bed.sdoverlay("status", "shown", check=True).stdout
+    assert text.startswith("shown - overlay on /usr/share/doc\n")
+    assert "    State: active" in text and "Changed: 3 path(s)" in text and "usr-share-doc.mount active" in text
+    # What the caller may not read is null; someone else's processes are not shown.
+    other = json.loads(bed.sdoverlay("status", "shown", "--json", user=NOBODY, check=True).stdout)
+    assert other["changed_paths"] is None and other["written_bytes"] is None and other["used_by"] == []
+    bed.sh("pkill -x sleep || true")
+    missing = bed.sdoverlay("status", "nothere")
+    assert missing.returncode == 3 and missing.stderr == "sdoverlay: no overlay named 'nothere'\n"
+    bed.sdoverlay("remove", "shown", check=True)
