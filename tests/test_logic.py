@@ -396,3 +396,23 @@ def test_templates_have_no_empty_settings_of_their_own() -> None:
                     key, sep, value = line.rstrip("\n").partition("=")
                     if sep and not key.startswith("#"):
                         assert value.strip(), f"{name}: {line!r}"
+
+
+def test_utab_options_by_mount_point() -> None:
+    text = ("ID=42 SRC=tmpfs TARGET=/run/usroverlay/a ROOT=/ OPTS=x-sdoverlay.name=a,x-sdoverlay.size=25%25\n"
+            "SRC=/dev/sda1 TARGET=/mnt/with\\040space ROOT=/ OPTS=x-mount.mkdir\n"
+            "SRC=tmpfs TARGET=/run/usroverlay/a ROOT=/ OPTS=x-sdoverlay.name=a,x-sdoverlay.created=later\n"
+            "SRC=none TARGET=/no/options ROOT=/\n")
+    assert mountinfo.parse_utab(text) == {
+        "/run/usroverlay/a": "x-sdoverlay.name=a,x-sdoverlay.created=later",  # the last entry wins
+        "/mnt/with space": "x-mount.mkdir",
+    }
+
+
+@pytest.mark.parametrize("value", ["/usr/share/doc", "/tmp/100%", "a,b=c", "/ünï code", "%zz", "", "x" * 300])
+def test_metadata_quoting_round_trips(value: str) -> None:
+    from sdoverlay.spec import quote_metadata, unquote_metadata
+
+    quoted = quote_metadata(value)
+    assert "," not in quoted and "=" not in quoted
+    assert unquote_metadata(quoted) == value
