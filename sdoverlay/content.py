@@ -33,9 +33,10 @@ def _like_target(path: str, target_stat: os.stat_result) -> None:
 def populate(spec: OverlaySpec, content_dir: str | None = None) -> None:
     """Copy SOURCE into SPEC's area, unless done already: checked, owned by
     root, its root dir like TARGET's. Run by the overlay's content unit, at
-    apply and again after a reset (which keeps the content); the unit's
-    other commands make the upper and work dirs. CONTENT_DIR: where the area
-    is not attached yet (the boot burst), the content dir's path instead."""
+    apply, at boot (an overlay not in the boot burst) and again after a
+    reset (which keeps the content); the unit's other commands make the
+    upper and work dirs. And by the boot burst (sdoverlay.burst), with
+    CONTENT_DIR the content dir's path in an area not attached yet."""
     content_dir = content_dir or spec.content_dir
     target_stat = os.stat(spec.target)
     if spec.source is not None and not os.path.isdir(content_dir):
