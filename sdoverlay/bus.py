@@ -24,6 +24,8 @@ MANAGER_PATH = "/org/freedesktop/systemd1"
 MANAGER = "org.freedesktop.systemd1.Manager"
 PROPERTIES = "org.freedesktop.DBus.Properties"
 UNIT = "org.freedesktop.systemd1.Unit"
+MOUNT = "org.freedesktop.systemd1.Mount"
+SERVICE = "org.freedesktop.systemd1.Service"
 
 _JOB_REMOVED_MATCH = (
     f"type='signal',sender='{SYSTEMD}',path='{MANAGER_PATH}',"

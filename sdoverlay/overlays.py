@@ -23,7 +23,7 @@ from sdoverlay import (
     unitfile,
     units,
 )
-from sdoverlay.bus import Systemd
+from sdoverlay.bus import MOUNT, SERVICE, Systemd
 from sdoverlay.config import Config
 from sdoverlay.errors import (
     Conflict,
@@ -34,9 +34,7 @@ from sdoverlay.errors import (
     SdoverlayError,
 )
 from sdoverlay.spec import OverlaySpec
-from sdoverlay.status import MOUNT, OverlayStatus, all_specs, find, our_overlay_mount
-
-SERVICE = "org.freedesktop.systemd1.Service"
+from sdoverlay.status import OverlayStatus, all_specs, find, our_overlay_mount
 
 
 def now_iso() -> str:
@@ -53,12 +51,13 @@ async def check_new(systemd: Systemd, spec_name: str, target: str, size: str, ow
     area_unit = paths.mount_unit_name(paths.area_dir(spec_name))
     if (await systemd.units_by_name([area_unit]))[area_unit].exists:
         raise Conflict(f"an overlay named {spec_name!r} exists already")
-    existing = await all_specs(systemd)
+    mounts = mountinfo.read()
+    existing = await all_specs(systemd, mounts)
     for other in existing:
         if paths.overlaps(target, other.target):
             raise Conflict(f"{target} overlaps {other.target}, the target of overlay {other.name!r}")
     hidden = sorted({
-        entry.mount_point for entry in mountinfo.read()
+        entry.mount_point for entry in mounts
         if entry.mount_point != target and paths.is_within(entry.mount_point, target)
     })
     if hidden:

@@ -15,12 +15,11 @@ from typing import Any
 
 from sdoverlay import ini, mountinfo, paths
 from sdoverlay import spec as spec_module
-from sdoverlay.bus import Systemd, UnitState
+from sdoverlay.bus import MOUNT, Systemd, UnitState
 from sdoverlay.errors import NotFound
 from sdoverlay.record import record
 from sdoverlay.spec import OverlaySpec
 
-MOUNT = "org.freedesktop.systemd1.Mount"
 AREA_UNIT_PATTERN = "run-usroverlay-*.mount"
 
 
@@ -64,7 +63,8 @@ class OverlayStatus:
         }
 
 
-async def _statuses(systemd: Systemd, areas: dict[str, UnitState], from_kernel: bool) -> list[OverlayStatus]:
+async def _statuses(systemd: Systemd, areas: dict[str, UnitState], mounts: list[mountinfo.MountEntry],
+                    from_kernel: bool) -> list[OverlayStatus]:
     """The status of each overlay whose area unit is in AREAS, sorted by name.
 
     The number of D-Bus calls does not grow with the number of overlays
@@ -76,7 +76,9 @@ async def _statuses(systemd: Systemd, areas: dict[str, UnitState], from_kernel: 
     overlays took 14 ms to unpack in dbus-next.
     """
     specs = await _specs(systemd, areas)
-    mounts_on = _mounts_by_point()
+    mounts_on: dict[str, list[mountinfo.MountEntry]] = {}  # one pass over MOUNTS, not one per overlay
+    for entry in mounts:
+        mounts_on.setdefault(entry.mount_point, []).append(entry)
     mounted = {spec.name for spec, _ in specs if from_kernel and our_overlay_mount(spec, mounts_on.get(spec.target, []))}
     states = await systemd.active_states([unit for spec, _ in specs if spec.name not in mounted
                                           for unit in (spec.overlay_unit, spec.detached_unit)])
@@ -176,41 +178,42 @@ async def find(systemd: Systemd, name: str) -> OverlayStatus:
     area_unit = paths.mount_unit_name(paths.area_dir(name))
     deadline = time.monotonic() + SETTLE_SECONDS
     while True:
-        found = await _statuses(systemd, await systemd.units_by_name([area_unit]), from_kernel=False)
+        mounts = mountinfo.read()
+        found = await _statuses(systemd, await systemd.units_by_name([area_unit]), mounts, from_kernel=False)
         if not found:
             raise NotFound(f"no overlay named {name!r}")
-        if not _systemd_behind(found[0]) or time.monotonic() > deadline:
+        if not _systemd_behind(found[0], mounts) or time.monotonic() > deadline:
             return found[0]
         await asyncio.sleep(0.1)
 
 
-def _systemd_behind(status: OverlayStatus) -> bool:
+def _systemd_behind(status: OverlayStatus, mounts: list[mountinfo.MountEntry]) -> bool:
     """Does the kernel have the overlay's area or overlay mounted while
     systemd has not seen it yet (its units inactive)?"""
     if status.area_unit_state == "active" and status.overlay_unit_state == "active":
         return False
-    mounts = mountinfo.read()
     return ((status.area_unit_state == "inactive" and mountinfo.is_mount_point(status.spec.area, mounts))
             or (status.overlay_unit_state == "inactive" and our_overlay_mount(status.spec, mounts) is not None))
 
 
 async def list_all(systemd: Systemd) -> list[OverlayStatus]:
     """Every overlay (see _all_areas)."""
-    return await _statuses(systemd, await _all_areas(systemd), from_kernel=True)
+    mounts = mountinfo.read()
+    return await _statuses(systemd, await _all_areas(systemd, mounts), mounts, from_kernel=True)
 
 
-async def all_specs(systemd: Systemd) -> list[OverlaySpec]:
+async def all_specs(systemd: Systemd, mounts: list[mountinfo.MountEntry]) -> list[OverlaySpec]:
     """What every overlay is, without its state: for the checks on a new one."""
-    return [spec for spec, _ in await _specs(systemd, await _all_areas(systemd))]
+    return [spec for spec, _ in await _specs(systemd, await _all_areas(systemd, mounts))]
 
 
-async def _all_areas(systemd: Systemd) -> dict[str, UnitState]:
+async def _all_areas(systemd: Systemd, mounts: list[mountinfo.MountEntry]) -> dict[str, UnitState]:
     """Every area unit. Areas the kernel has mounted are taken as active
     (systemd reads mountinfo at most 5 times a second and may lag behind),
     and only the others are asked of systemd: the reply stays small with
     many overlays."""
     areas = {paths.mount_unit_name(entry.mount_point): UnitState(load="loaded", active="active")
-             for entry in mountinfo.read()
+             for entry in mounts
              if entry.fs_type == "tmpfs" and os.path.dirname(entry.mount_point) == paths.AREA_ROOT}
     for unit, state in (await systemd.list_units([AREA_UNIT_PATTERN], states=NOT_ACTIVE)).items():
         areas.setdefault(unit, state)
@@ -219,14 +222,6 @@ async def _all_areas(systemd: Systemd) -> dict[str, UnitState]:
 
 # Every ActiveState but "active" (ListUnitsByPatterns' filter).
 NOT_ACTIVE = ["inactive", "failed", "activating", "deactivating", "reloading", "maintenance"]
-
-
-def _mounts_by_point() -> dict[str, list[mountinfo.MountEntry]]:
-    """The mounts on each path: one pass over mountinfo, not one per overlay."""
-    mounts_on: dict[str, list[mountinfo.MountEntry]] = {}
-    for entry in mountinfo.read():
-        mounts_on.setdefault(entry.mount_point, []).append(entry)
-    return mounts_on
 
 
 def our_overlay_mount(spec: OverlaySpec, mounts: list[mountinfo.MountEntry] | None = None) -> mountinfo.MountEntry | None:
