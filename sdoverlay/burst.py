@@ -43,40 +43,7 @@ from __future__ import annotations
 import os
 import sys
 
-from sdoverlay.spec import BURST_UNIT, OverlaySpec, parse_metadata, spec_from_metadata
-
-UNIT = BURST_UNIT
-
-
-def unit(specs: list[OverlaySpec], python: str) -> str:
-    """The burst's unit file, as the generator writes it."""
-    from sdoverlay import units  # here: the burst itself (main) has no use for it
-
-    # The mounts TARGET lies on (its parent's: TARGET's own .mount unit is
-    # the overlay, ordered after this), SOURCE's and the persistent dir's.
-    needs = sorted({path for spec in specs for path in
-                    [os.path.dirname(spec.target), *([spec.source] if spec.source else []),
-                     *([spec.persistent_dir] if spec.persistent else [])]})
-    command = [python, "-m", "sdoverlay.burst", *(spec.metadata_options for spec in specs)]
-    return "\n".join([
-        "# Written by sdoverlay-generator (see sdoverlay/burst.py).",
-        "[Unit]",
-        "Description=sdoverlay: mount the overlays of drop-ins in one burst",
-        "Documentation=man:sdoverlay.d(5)",
-        "DefaultDependencies=no",
-        "Conflicts=umount.target",
-        "After=local-fs-pre.target",
-        "Before=local-fs.target umount.target",
-        # Their units follow the burst; naming them here also has systemd
-        # load them now, so that they are listed before it sees the mounts.
-        f"Before={' '.join(unit for spec in specs for unit in spec.units)}",
-        f"RequiresMountsFor={units.word_list(needs)}",
-        "",
-        "[Service]",
-        "Type=oneshot",
-        "RemainAfterExit=yes",
-        "ExecStart=" + " ".join(units.exec_quote(word) for word in command),
-    ]) + "\n"
+from sdoverlay.spec import OverlaySpec, parse_metadata, spec_from_metadata
 
 
 def _make_layers(spec: OverlaySpec, area_root: str) -> None:
@@ -85,6 +52,7 @@ def _make_layers(spec: OverlaySpec, area_root: str) -> None:
     what was done to the merged root)."""
     if spec.read_only:
         return
+
     def placed(path: str) -> str:
         return area_root + path[len(spec.area):] if path.startswith(spec.area + "/") else path
     upper, work = placed(spec.upper_dir), placed(spec.work_dir)

@@ -22,7 +22,7 @@ import os
 import sys
 import time
 
-from sdoverlay import burst, config, ini, kinds, mountinfo, units, validate
+from sdoverlay import config, ini, kinds, mountinfo, paths, units, validate
 from sdoverlay.errors import SdoverlayError
 from sdoverlay.sizes import DEFAULT_SIZE
 from sdoverlay.spec import OverlaySpec
@@ -83,9 +83,7 @@ def _write_report(normal_dir: str, problems: list[str]) -> None:
     ]
     lines += [f"ExecStart=/usr/bin/echo {units.exec_quote(problem)}" for problem in problems]
     _write(normal_dir, REPORT_UNIT, "\n".join(lines) + "\n")
-    wants = os.path.join(normal_dir, "sysinit.target.wants")
-    os.makedirs(wants, exist_ok=True)
-    os.symlink(f"../{REPORT_UNIT}", os.path.join(wants, REPORT_UNIT))
+    _want(normal_dir, REPORT_UNIT, "sysinit.target")
 
 
 def _boolean(key: str, value: str) -> bool:
@@ -163,20 +161,14 @@ def generate(normal_dir: str, dropin_dirs: list[str] = DROPIN_DIRS, python: str 
     mounts = mountinfo.read()
     generated: list[OverlaySpec] = []
     by_name: dict[str, OverlaySpec] = {}
-    # Every target taken so far, and every dir above one, as path components:
-    # overlap checks by lookup, not against each earlier drop-in (with 50
-    # drop-ins that was 1,225 comparisons, 5 ms of every boot).
-    by_target: dict[tuple[str, ...], OverlaySpec] = {}
-    above_a_target: dict[tuple[str, ...], OverlaySpec] = {}
+    by_target = paths.TargetIndex()
     problems: list[str] = []
     for path in ini.layered_files(dropin_dirs, ".conf"):
         try:
             spec = parse_dropin(path, allowed_roots, mounts)
             if spec.name in by_name:
                 raise DropinError(f"overlay name {spec.name!r} is used by {by_name[spec.name].dropin} already")
-            parts = tuple(part for part in spec.target.split("/") if part)
-            other = above_a_target.get(parts) or next(
-                (by_target[parts[:depth]] for depth in range(len(parts) + 1) if parts[:depth] in by_target), None)
+            other = by_target.overlapping(spec.target)
             if other is not None:
                 raise DropinError(f"{spec.target} overlaps {other.target} of {other.dropin}")
         except DropinError as error:
@@ -195,29 +187,24 @@ def generate(normal_dir: str, dropin_dirs: list[str] = DROPIN_DIRS, python: str 
             continue
         generated.append(spec)
         by_name[spec.name] = spec
-        by_target[parts] = spec
-        for depth in range(len(parts)):
-            above_a_target.setdefault(parts[:depth], spec)
+        by_target.add(spec.target, spec)
     in_burst = [spec for spec in generated if spec.in_burst]
     if in_burst:
-        _write_burst(normal_dir, in_burst, python)
+        burst_unit = units.render_burst(in_burst, python)
+        _write(normal_dir, burst_unit.name, burst_unit.text)
+        _want(normal_dir, burst_unit.name)
     if problems:
         _write_report(normal_dir, problems)
     return generated
 
 
-def _want(normal_dir: str, unit: str) -> None:
-    """UNIT is started on the way to local-fs.target."""
-    wants = os.path.join(normal_dir, f"{WANTED_BY}.wants")
+def _want(normal_dir: str, unit: str, target: str = WANTED_BY) -> None:
+    """UNIT is started on the way to TARGET."""
+    wants = os.path.join(normal_dir, f"{target}.wants")
     os.makedirs(wants, exist_ok=True)
     link = os.path.join(wants, unit)
     if not os.path.lexists(link):
         os.symlink(f"../{unit}", link)
-
-
-def _write_burst(normal_dir: str, specs: list[OverlaySpec], python: str) -> None:
-    _write(normal_dir, burst.UNIT, burst.unit(specs, python))
-    _want(normal_dir, burst.UNIT)
 
 
 def main(argv: list[str] | None = None) -> int:

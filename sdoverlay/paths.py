@@ -8,6 +8,10 @@ from __future__ import annotations
 import re
 import string
 
+TYPE_CHECKING = False  # typing is not imported at run time (sdoverlay.record)
+if TYPE_CHECKING:
+    from typing import Any
+
 AREA_ROOT = "/run/usroverlay"
 PERSISTENT_ROOT = "/var/lib/sdoverlay"
 # Where systemd has its system generators write units (man:systemd.generator(7)).
@@ -101,6 +105,35 @@ def is_within(path: str, parent: str) -> bool:
 def overlaps(a: str, b: str) -> bool:
     """True when one path is the other or contains it."""
     return is_within(a, b) or is_within(b, a)
+
+
+class TargetIndex:
+    """Paths taken so far, each with a value, and `overlaps` answered by
+    lookup rather than against each of them: the generator checks every
+    drop-in's target against the earlier ones (with 50 drop-ins, 1,225
+    comparisons were 5 ms of every boot). Components as in is_within."""
+
+    def __init__(self) -> None:
+        self._taken: dict[tuple[str, ...], Any] = {}
+        self._above: dict[tuple[str, ...], Any] = {}  # every dir above a taken path
+
+    @staticmethod
+    def _parts(path: str) -> tuple[str, ...]:
+        return tuple(part for part in path.split("/") if part)
+
+    def overlapping(self, path: str) -> Any:
+        """The value of a taken path that PATH overlaps, or None."""
+        parts = self._parts(path)
+        if parts in self._above:
+            return self._above[parts]
+        return next((self._taken[parts[:depth]] for depth in range(len(parts) + 1) if parts[:depth] in self._taken),
+                    None)
+
+    def add(self, path: str, value: Any) -> None:
+        parts = self._parts(path)
+        self._taken[parts] = value
+        for depth in range(len(parts)):
+            self._above.setdefault(parts[:depth], value)
 
 
 def default_unlock_name(target: str) -> str:

@@ -416,3 +416,16 @@ def test_metadata_quoting_round_trips(value: str) -> None:
     quoted = quote_metadata(value)
     assert "," not in quoted and "=" not in quoted
     assert unquote_metadata(quoted) == value
+
+
+def test_target_index_agrees_with_overlaps() -> None:
+    taken = ["/usr/share/doc", "/usr/lib/x", "/opt"]
+    index = paths.TargetIndex()
+    for path in taken:
+        index.add(path, path)
+    for candidate in ["/usr", "/usr/share", "/usr/share/doc", "/usr/share/doc/a/b", "/usr/share/docs", "/usr/lib",
+                      "/usr/lib/x/y", "/usr/lib64", "/opt/z", "/", "/srv", "/usr//share/doc/"]:
+        expected = next((path for path in taken if paths.overlaps(candidate, path)), None)
+        assert (index.overlapping(candidate) is None) == (expected is None), candidate
+        if expected is not None:
+            assert paths.overlaps(candidate, index.overlapping(candidate)), candidate

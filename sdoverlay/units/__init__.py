@@ -51,6 +51,11 @@ def exec_quote(argument: str) -> str:
     return word_quote(argument).replace("$", "$$")
 
 
+def shell_command(script: str) -> str:
+    """An Exec*= line that runs SCRIPT (its words quoted for sh) with /bin/sh."""
+    return "/bin/sh -c " + exec_quote(script)
+
+
 def word_list(words: list[str]) -> str:
     return " ".join(word_quote(word) for word in words)
 
@@ -85,7 +90,7 @@ def _writable_layer_commands(spec: OverlaySpec) -> dict[str, str]:
     )
     return {
         "make_persistent_dir": f"/usr/bin/install -d -m 0700 {spec.persistent_dir}" if spec.persistent else "",
-        "make_upper": "/bin/sh -c " + exec_quote(make_upper),
+        "make_upper": shell_command(make_upper),
         "make_work": f"/usr/bin/install -d -m 0700 {spec.work_dir}",
     }
 
@@ -99,7 +104,7 @@ def context(spec: OverlaySpec, python: str = sys.executable) -> dict[str, str]:
         # A content dir that exists is whole (populate renames it into place):
         # sh looks first, so a reset does not start Python (40 ms) for nothing.
         populate = f"{shlex.quote(python)} -m sdoverlay.populate {shlex.quote(spec.metadata_options)}"
-        copy_source = "/bin/sh -c " + exec_quote(f"test -d {shlex.quote(spec.content_dir)} || exec {populate}")
+        copy_source = shell_command(f"test -d {shlex.quote(spec.content_dir)} || exec {populate}")
     writable_mounts = [spec.persistent_dir] if spec.persistent else []
     # Each value is escaped for the one kind of setting it is used in:
     # *_text for plain strings (Description=, Where=), *_word(s) for lists,
@@ -149,10 +154,10 @@ def audit_commands(spec: OverlaySpec) -> dict[str, str]:
 
 
 def _record_command(spec: OverlaySpec, event: str) -> str:
-    # shlex quotes each line for sh, exec_quote the script for systemd.
+    # shlex quotes each line for sh; shell_command the script for systemd.
     entry = events.unit_event_entry(spec, event)
-    script = "printf '%s\\n' " + " ".join(shlex.quote(line) for line in entry) + " | /usr/bin/logger --journald"
-    return "/bin/sh -c " + exec_quote(script)
+    lines = " ".join(shlex.quote(line) for line in entry)
+    return shell_command(f"printf '%s\\n' {lines} | /usr/bin/logger --journald")
 
 
 def _render(template: str, values: dict[str, str]) -> str:
@@ -188,3 +193,17 @@ def render_detached(spec: OverlaySpec, mount_id: int, python: str = sys.executab
     overlay (mount MOUNT_ID) is released, then unmounts it."""
     values = {**context(spec, python), "python": exec_quote(python), "detached_mount_id": str(mount_id)}
     return RenderedUnit(spec.detached_unit, _render("detached.service", values))
+
+
+def render_burst(specs: list[OverlaySpec], python: str = sys.executable) -> RenderedUnit:
+    """The boot burst's unit (sdoverlay.burst) for SPECS, the overlays of
+    drop-ins of the mount kind; PYTHON runs sdoverlay.burst."""
+    needed = sorted({path for spec in specs for path in
+                     [os.path.dirname(spec.target), *([spec.source] if spec.source else []),
+                      *([spec.persistent_dir] if spec.persistent else [])]})
+    command = [python, "-m", "sdoverlay.burst", *(spec.metadata_options for spec in specs)]
+    return RenderedUnit(BURST_UNIT, _render("burst.service", {
+        "overlay_units": " ".join(unit for spec in specs for unit in spec.units),
+        "needed_mounts": word_list(needed),
+        "burst_command": " ".join(exec_quote(word) for word in command),
+    }))
