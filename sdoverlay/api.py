@@ -32,6 +32,7 @@ METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
     "Remove": ("sa{sv}", ("name", "options")),
     "Persist": ("sa{sv}", ("name", "options")),
     "CollectGarbage": ("a{sv}", ("options",)),
+    "Diff": ("sa{sv}", ("name", "options")),
 }
 
 _ERRORS: dict[ExitCode, tuple[str, type[SdoverlayError]]] = {

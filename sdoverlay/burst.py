@@ -43,6 +43,7 @@ from __future__ import annotations
 import os
 import sys
 
+from sdoverlay.mountcalls import Mounter
 from sdoverlay.spec import OverlaySpec, parse_metadata, spec_from_metadata
 
 
@@ -66,55 +67,12 @@ def _make_layers(spec: OverlaySpec, area_root: str) -> None:
     os.makedirs(work, mode=0o700, exist_ok=True)
 
 
-class _Mounter:
-    """mount(2) and the new mount API (glibc 2.36 wraps both), via ctypes."""
-
-    FSOPEN_CLOEXEC = FSMOUNT_CLOEXEC = FSCONFIG_SET_STRING = 1
-    FSCONFIG_CMD_CREATE = 6
-    MOVE_MOUNT_F_EMPTY_PATH = 0x4
-    AT_FDCWD = -100
-
-    def __init__(self) -> None:
-        import ctypes
-
-        self._ctypes = ctypes
-        self._libc = ctypes.CDLL(None, use_errno=True)
-
-    def _check(self, result: int, what: str) -> int:
-        if result < 0:
-            error = self._ctypes.get_errno()
-            raise OSError(error, os.strerror(error), what)
-        return result
-
-    def detached_tmpfs(self, options: dict[str, str]) -> int:
-        """A new tmpfs, mounted nowhere yet: its mount fd."""
-        context = self._check(self._libc.fsopen(b"tmpfs", self.FSOPEN_CLOEXEC), "fsopen tmpfs")
-        try:
-            for key, value in {"source": "tmpfs", **options}.items():
-                self._check(self._libc.fsconfig(context, self.FSCONFIG_SET_STRING, key.encode(), value.encode(), 0),
-                            f"tmpfs {key}={value}")
-            self._check(self._libc.fsconfig(context, self.FSCONFIG_CMD_CREATE, None, None, 0), "tmpfs")
-            return self._check(self._libc.fsmount(context, self.FSMOUNT_CLOEXEC, 0), "fsmount tmpfs")
-        finally:
-            os.close(context)
-
-    def attach(self, mount_fd: int, where: str) -> None:
-        self._check(self._libc.move_mount(mount_fd, b"", self.AT_FDCWD, where.encode(),
-                                          self.MOVE_MOUNT_F_EMPTY_PATH), where)
-
-    def mount(self, what: str, where: str, fs_type: str, options: str) -> None:
-        self._check(self._libc.mount(what.encode(), where.encode(), fs_type.encode(), 0, options.encode()), where)
-
-    def unmount(self, where: str) -> None:
-        self._libc.umount2(where.encode(), 0)
-
-
 def main(argv: list[str]) -> int:
     specs = [spec_from_metadata(parse_metadata(metadata)) for metadata in argv]
     if not specs or None in specs:
         print("usage: python3 -m sdoverlay.burst x-sdoverlay.name=...,x-sdoverlay.target=... ...", file=sys.stderr)
         return 2
-    mounter = _Mounter()
+    mounter = Mounter()
     problems: dict[str, str] = {}
     detached: dict[str, int] = {}
     # Run again (systemctl restart), what is up already stays as it is.

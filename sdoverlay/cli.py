@@ -8,7 +8,6 @@ journal directly. Errors are one line and an exit code.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -30,6 +29,12 @@ EXIT_CODES_HELP = (
     "Exit codes: 0 success, 1 operation failed, 2 invalid input, 3 not found, "
     "4 conflict (name or target in use), 5 permission denied, 6 over a size limit or quota."
 )
+
+
+def _print_json(value: Any) -> None:
+    import json  # 4 ms of every start when imported at the top (issue 9)
+
+    click.echo(json.dumps(value, indent=2))
 
 
 def _die(error: SdoverlayError) -> NoReturn:
@@ -66,6 +71,16 @@ def _request(verb: str, request: dict[str, str], method: str, arguments: list[An
         _die(error)
 
 
+def _query(method: str, arguments: list[Any], options: dict[str, Any], ask_password: bool) -> Any:
+    """Call a service method that only reads (nothing to audit); its outcome, or die with its one line."""
+    from sdoverlay import client
+
+    try:
+        return client.call(method, [*arguments, client.options(**options)], ask_password)
+    except Exception as raised:  # noqa: BLE001 - one line, never a traceback
+        _die(as_sdoverlay_error(raised))
+
+
 def _on_bus(operation: Any) -> Any:
     import asyncio
 
@@ -80,7 +95,7 @@ def _on_bus(operation: Any) -> Any:
 
 def _emit(status: dict[str, Any], as_json: bool, verb: str) -> None:
     if as_json:
-        click.echo(json.dumps(status, indent=2))
+        _print_json(status)
         return
     target = status["target"]
     what = f"{status['source']} on {target}" if status["source"] else f"empty writable layer on {target}"
@@ -196,7 +211,7 @@ def list_(uid: int | None, as_json: bool) -> None:
 
     found = [s for s in _on_bus(list_all) if uid is None or s.spec.owner_uid == uid]
     if as_json:
-        click.echo(json.dumps([s.to_json() for s in found], indent=2))
+        _print_json([s.to_json() for s in found])
         return
     rows = [("NAME", "TARGET", "SOURCE", "OWNER", "MODE", "STATE", "USED", "LIMIT", "CREATED", "DROP-IN")]
     for status in found:
@@ -226,7 +241,7 @@ def status(name: str, as_json: bool) -> None:
 
     found = _on_bus(lambda systemd: details(systemd, name))
     if as_json:
-        click.echo(json.dumps(found, indent=2))
+        _print_json(found)
         return
 
     def size(count: int | None) -> str:
@@ -286,7 +301,7 @@ def remove(name: str, force: bool, no_ask_password: bool, as_json: bool) -> None
     from sdoverlay import holders
 
     if as_json:
-        click.echo(json.dumps(outcome, indent=2))
+        _print_json(outcome)
     elif outcome["leftovers"]:
         click.echo(f"overlay {name!r} was gone; removed what was left of it: {', '.join(outcome['leftovers'])}")
     elif outcome["detached"]:
@@ -313,6 +328,81 @@ def persist(name: str, force: bool, no_ask_password: bool, as_json: bool) -> Non
     _emit(status, as_json, "persisted")
 
 
+def _changes(name: str, force: bool, no_ask_password: bool) -> dict[str, Any]:
+    """The service's diff of overlay NAME: its name, target and changes."""
+    return _query("Diff", [name], dict(force=force, on_behalf_of=_on_behalf_of()), not no_ask_password)
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.argument("name")
+@click.option("--stat", "summary", is_flag=True, help="Only count the changes of each kind.")
+@force_option
+@ask_option
+@json_option
+def diff(name: str, summary: bool, force: bool, no_ask_password: bool, as_json: bool) -> None:
+    """Show what overlay NAME changed against what its target shows without it.
+
+    One line a path, as `git status --short`: A added, M modified (content,
+    mode, owner or xattrs), D deleted, R replaced (another type, or a dir
+    whose old entries are gone). An applied SOURCE's content counts as
+    changes too. A renamed path is a D and an A.
+    """
+    from sdoverlay import changes
+
+    found = [changes.change_from_json(entry) for entry in _changes(name, force, no_ask_password)["changes"]]
+    if summary:
+        counts = {kind: sum(1 for change in found if change.change == kind) for kind in changes.LETTERS}
+        written = sum(change.size for change in found)
+        if as_json:
+            _print_json({**counts, "bytes": written})
+        else:
+            click.echo(", ".join(f"{count} {kind}" for kind, count in counts.items())
+                       + f"; {sizes.human_bytes(written)} in files added, modified or replaced")
+        return
+    if as_json:
+        _print_json([change.to_json() for change in found])
+        return
+    for change in found:
+        click.echo(f"{changes.LETTERS[change.change]} {change.path}")
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.argument("name")
+@click.argument("destination")
+@click.option("--version", "version", metavar="V", help="The extension's own version (SYSEXT_VERSION_ID=).")
+@click.option("--ignore-deletions", is_flag=True,
+              help="Export although the overlay deleted paths (an extension cannot delete; they are left out).")
+@force_option
+@ask_option
+@json_option
+def export(name: str, destination: str, version: str | None, ignore_deletions: bool, force: bool,
+           no_ask_password: bool, as_json: bool) -> None:
+    """Write what overlay NAME changed as a system extension in DESTINATION.
+
+    DESTINATION (a new directory; its base name names the extension) is what
+    `systemd-sysext merge` takes from /var/lib/extensions: the changed files
+    under usr/ (or opt/) and an extension-release file matching this host.
+    Only overlays on /usr or /opt can be exported. An extension cannot delete
+    files: an overlay that deleted some is refused, with their list, unless
+    --ignore-deletions.
+    """
+    from sdoverlay import changes
+    from sdoverlay import export as exporting
+
+    found = _changes(name, force, no_ask_password)
+    try:
+        outcome = exporting.export(name, found["target"], [changes.change_from_json(entry) for entry in found["changes"]],
+                                   destination, version, ignore_deletions)
+    except Exception as raised:  # noqa: BLE001 - one line, never a traceback
+        _die(as_sdoverlay_error(raised))
+    if as_json:
+        _print_json(outcome)
+        return
+    skipped = f"; left out {len(outcome['ignored_deletions'])} deletion(s)" if outcome["ignored_deletions"] else ""
+    click.echo(f"exported overlay {name!r} to {outcome['destination']}: extension {outcome['extension']!r}, "
+               f"{outcome['paths']} path(s), {sizes.human_bytes(outcome['bytes'])}{skipped}")
+
+
 @cli.command(epilog=EXIT_CODES_HELP)
 @click.argument("name", required=False)
 @json_option
@@ -322,7 +412,7 @@ def log(name: str | None, as_json: bool) -> None:
 
     history = audit.read(name)
     if as_json:
-        click.echo(json.dumps(history, indent=2))
+        _print_json(history)
         return
     for entry in history:
         owner = f"uid={entry['owner_uid']}" if entry["owner_uid"] is not None else "uid=-"
@@ -350,7 +440,7 @@ def gc(dry_run: bool, remove_orphaned_state: bool, no_ask_password: bool, as_jso
     results = _request("gc", {}, "CollectGarbage", [], dict(
         dry_run=dry_run, remove_orphaned_state=remove_orphaned_state), not no_ask_password)
     if as_json:
-        click.echo(json.dumps(results, indent=2))
+        _print_json(results)
         return
     verbs_text = {"removed": "removed", "would-remove": "would remove", "kept": "left alone"}
     for result in results:

@@ -149,6 +149,8 @@ class Service:
             return await verbs.reset(systemd, caller, authorize, args["name"], force)
         if message.member == "Remove":
             return await verbs.remove(systemd, caller, authorize, args["name"], force)
+        if message.member == "Diff":
+            return await verbs.diff(systemd, caller, authorize, args["name"], force)
         if message.member == "Persist":
             return await verbs.persist(systemd, caller, authorize, args["name"], force)
         return await verbs.collect_garbage(systemd, caller, authorize, bool(options.get("dry_run", False)),

@@ -154,7 +154,11 @@ class OverlaySpec:
         # warns against it for untrusted uppers). Both are set explicitly so
         # kernel build defaults (CONFIG_OVERLAY_FS_INDEX/METACOPY) do not
         # change behaviour between machines.
-        options += ["index=off", "metacopy=off"]
+        # redirect_dir=off: a renamed dir is copied and its old name whited
+        # out, so the upper dir says what changed without following redirect
+        # xattrs (sdoverlay.changes); the kernel default is a build option
+        # (CONFIG_OVERLAY_FS_REDIRECT_DIR).
+        options += ["index=off", "metacopy=off", "redirect_dir=off"]
         return ",".join(options)
 
     def metadata(self) -> dict[str, str]:

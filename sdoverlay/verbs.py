@@ -214,6 +214,29 @@ async def remove(systemd: Systemd, caller: Caller, authorize: Authorize, name: s
     return await audited(caller, "remove", {"name": name}, run)
 
 
+async def diff(systemd: Systemd, caller: Caller, authorize: Authorize, name: str, force: bool) -> dict[str, Any]:
+    """What overlay NAME changed (sdoverlay.changes). Only reads: not audited.
+
+    Root's work: whiteouts and opaque dirs are marked with trusted.* xattrs,
+    and the original below the overlay is seen by unmounting it in a private
+    mount namespace. Under the lock, so that no reset or remove empties the
+    upper dir half-way through."""
+    import asyncio
+    import json
+    import sys
+
+    status = await _owned(systemd, caller, authorize, name, force, "diff")
+    async with lock.held_async():
+        helper = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "sdoverlay.changes", status.spec.metadata_options,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        output, errors = await helper.communicate()
+    if helper.returncode != 0:
+        lines = errors.decode(errors="replace").strip().splitlines()
+        raise OperationFailed(lines[-1] if lines else f"cannot compare overlay {name}: exit status {helper.returncode}")
+    return {"name": name, "target": status.spec.target, "changes": json.loads(output)}
+
+
 async def _remove_leftovers(systemd: Systemd, name: str) -> list[str]:
     """What a killed command left of overlay NAME, removed; what it was."""
     removed = []

@@ -101,10 +101,10 @@ def test_metadata_of_foreign_mount_is_none() -> None:
 def test_overlay_options() -> None:
     assert make_spec().overlay_options == (
         "lowerdir=/run/usroverlay/demo/content:/usr/share/doc,upperdir=/run/usroverlay/demo/upper,"
-        "workdir=/run/usroverlay/demo/work,index=off,metacopy=off"
+        "workdir=/run/usroverlay/demo/work,index=off,metacopy=off,redirect_dir=off"
     )
     assert make_spec(read_only=True).overlay_options == (
-        "lowerdir=/run/usroverlay/demo/content:/usr/share/doc,index=off,metacopy=off"
+        "lowerdir=/run/usroverlay/demo/content:/usr/share/doc,index=off,metacopy=off,redirect_dir=off"
     )
     assert make_spec(source=None).overlay_options.startswith("lowerdir=/usr/share/doc,upperdir=")
 

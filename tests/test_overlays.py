@@ -303,7 +303,7 @@ def test_busy_target_is_reported_and_overlay_kept(bed: Container) -> None:
     assert_gone(bed, "busy", "/usr/share/doc")
 
 
-@pytest.mark.parametrize("command", ["apply", "unlock", "list", "reset", "remove", "persist", "log"])
+@pytest.mark.parametrize("command", ["apply", "unlock", "list", "status", "diff", "export", "reset", "remove", "persist", "log", "gc"])
 def test_help_on_every_command(bed: Container, command: str) -> None:
     result = bed.sdoverlay(command, "--help", check=True)
     assert "Exit codes: 0 success" in result.stdout

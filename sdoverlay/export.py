@@ -1,0 +1,186 @@
+"""`sdoverlay export NAME DEST`: an overlay's changes as a system extension (issue 10).
+
+DEST becomes a directory that `systemd-sysext merge` takes as it is (put it
+in /var/lib/extensions, or link it there): the changed paths under
+DEST/usr/... (or DEST/opt/...), and
+DEST/usr/lib/extension-release.d/extension-release.EXT, where EXT is DEST's
+base name, as systemd-sysext requires of a directory extension
+(man:systemd-sysext(8), "Extension release identification").
+
+What changed comes from the service's diff (sdoverlay.changes); the files
+are copied from TARGET as it shows them now, by the calling user's own
+process: nothing is read with more rights than the caller has, and DEST is
+written with the caller's. As root, owners are kept; as another user, the
+copies are that user's.
+
+An extension can add and replace files, never delete one: systemd-sysext
+stacks extensions as lower layers of an overlay on /usr, and a lower layer's
+whiteout is not honoured for the host's tree. So deletions (and dirs
+replaced whole, whose old entries are deleted too) are refused with the
+list, unless --ignore-deletions leaves them out knowingly.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+from typing import Any
+
+from sdoverlay import changes, paths
+from sdoverlay.changes import Change
+from sdoverlay.errors import Conflict, InvalidInput, OperationFailed
+
+# systemd-sysext's default hierarchies (SYSTEMD_SYSEXT_HIERARCHIES).
+HIERARCHIES = ("/usr", "/opt")
+RELEASE_DIR = "usr/lib/extension-release.d"
+OS_RELEASE = ("/etc/os-release", "/usr/lib/os-release")
+# uname -m -> systemd's architecture names (src/basic/architecture.c).
+ARCHITECTURES = {"x86_64": "x86-64", "i686": "x86", "i586": "x86", "aarch64": "arm64", "armv7l": "arm",
+                 "ppc64le": "ppc64-le", "ppc64": "ppc64", "s390x": "s390x", "riscv64": "riscv64",
+                 "loongarch64": "loongarch64"}
+COPIED_TYPES = ("file", "dir", "symlink")
+EXTENSION_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+
+
+def check_target(name: str, target: str) -> None:
+    if not any(paths.is_within(target, hierarchy) for hierarchy in HIERARCHIES):
+        raise InvalidInput(f"cannot export overlay {name!r}: its target {target} is not under "
+                           f"{' or '.join(HIERARCHIES)}, the trees a system extension can carry")
+
+
+def extension_name(destination: str) -> str:
+    """DEST's base name, which names the extension (systemd-sysext's image names)."""
+    base = os.path.basename(os.path.normpath(destination))
+    if not EXTENSION_NAME.fullmatch(base):
+        raise InvalidInput(f"cannot export to {destination}: its base name names the extension: "
+                           "1-64 characters of A-Z a-z 0-9 _ - ., not starting with '-' or '.'")
+    return base
+
+
+def _os_release() -> dict[str, str]:
+    for path in OS_RELEASE:
+        try:
+            with open(path, encoding="utf-8") as file:
+                text = file.read()
+        except FileNotFoundError:
+            continue
+        found = {}
+        for line in text.splitlines():
+            key, equals, value = line.strip().partition("=")
+            if equals and not key.startswith("#"):
+                found[key] = value.strip().strip("\"'")
+        return found
+    return {}
+
+
+def release_text(version: str | None) -> str:
+    """extension-release for this host, as systemd-sysext matches it: the
+    host's ID (or _any), its SYSEXT_LEVEL and VERSION_ID, this machine's
+    architecture; VERSION the extension's own (SYSEXT_VERSION_ID=)."""
+    host = _os_release()
+    lines = [f"ID={host.get('ID') or '_any'}"]
+    for key in ("SYSEXT_LEVEL", "VERSION_ID"):
+        if host.get(key) and host.get("ID"):
+            lines.append(f"{key}={host[key]}")
+    architecture = ARCHITECTURES.get(os.uname().machine)
+    if architecture:
+        lines.append(f"ARCHITECTURE={architecture}")
+    if version:
+        lines.append(f"SYSEXT_VERSION_ID={version}")
+    return "\n".join(lines) + "\n"
+
+
+def deletions(found: list[Change]) -> list[str]:
+    """What an extension cannot carry: deleted paths and dirs replaced whole."""
+    return [change.path for change in found if change.change == changes.DELETED
+            or (change.change == changes.REPLACED and change.previous_type == "dir" and change.type == "dir")]
+
+
+def _copy_attributes(source: str, info: os.stat_result, copy: str) -> None:
+    if os.geteuid() == 0:
+        os.chown(copy, info.st_uid, info.st_gid, follow_symlinks=False)
+    if not stat.S_ISLNK(info.st_mode):
+        os.chmod(copy, stat.S_IMODE(info.st_mode))
+        os.utime(copy, ns=(info.st_atime_ns, info.st_mtime_ns))
+    try:
+        for key in os.listxattr(source, follow_symlinks=False):
+            os.setxattr(copy, key, os.getxattr(source, key, follow_symlinks=False), follow_symlinks=False)
+    except OSError:
+        pass  # xattrs a user may not copy (security.*, trusted.*) or a filesystem without them
+
+
+def _ensure_parents(path: str, destination: str) -> None:
+    """DEST + PATH's parent dirs, each like the dir it stands for."""
+    parts = [part for part in path.split("/") if part][:-1]
+    for depth in range(1, len(parts) + 1):
+        original = "/" + "/".join(parts[:depth])
+        copy = destination + original
+        if not os.path.isdir(copy):
+            os.mkdir(copy)
+            _copy_attributes(original, os.stat(original), copy)
+
+
+def _copy(change: Change, destination: str) -> None:
+    source, copy = change.path, destination + change.path
+    _ensure_parents(change.path, destination)
+    info = os.lstat(source)
+    if stat.S_ISDIR(info.st_mode):
+        if not os.path.isdir(copy):
+            os.mkdir(copy)
+    elif stat.S_ISLNK(info.st_mode):
+        os.symlink(os.readlink(source), copy)
+    elif stat.S_ISREG(info.st_mode):
+        shutil.copyfile(source, copy, follow_symlinks=False)
+    else:
+        raise OperationFailed(f"cannot export {source}: a {changes.file_type(info.st_mode)} changed type meanwhile")
+    _copy_attributes(source, info, copy)
+
+
+def _missing_dirs(path: str) -> list[str]:
+    """PATH and those of its parents that do not exist, outermost first."""
+    missing = []
+    while not os.path.lexists(path):
+        missing.insert(0, path)
+        path = os.path.dirname(path)
+    return missing
+
+
+def export(name: str, target: str, found: list[Change], destination: str, version: str | None,
+           ignore_deletions: bool) -> dict[str, Any]:
+    """Write the extension to DESTINATION (which must not exist); on any
+    failure nothing of it is left."""
+    check_target(name, target)
+    extension = extension_name(destination)
+    if os.path.lexists(destination):
+        raise Conflict(f"cannot export to {destination}: it exists already")
+    cannot = deletions(found)
+    if cannot and not ignore_deletions:
+        raise InvalidInput(f"cannot export overlay {name!r}: an extension cannot delete, and it deleted "
+                           f"{len(cannot)} path(s): {' '.join(cannot)} (--ignore-deletions to export without them)")
+    unsupported = [f"{change.path} ({change.type})" for change in found
+                   if change.change != changes.DELETED and change.type not in COPIED_TYPES]
+    if unsupported:
+        raise InvalidInput(f"cannot export overlay {name!r}: only files, dirs and symlinks are exported, not "
+                           + ", ".join(unsupported))
+    copied = [change for change in found if change.change != changes.DELETED]
+    made = _missing_dirs(os.path.abspath(destination))  # /var/lib/extensions may not exist yet
+    try:
+        for path in made:
+            os.mkdir(path, 0o755)
+        for change in copied:
+            _copy(change, destination)
+        release = os.path.join(destination, RELEASE_DIR, f"extension-release.{extension}")
+        os.makedirs(os.path.dirname(release), mode=0o755, exist_ok=True)
+        with open(release, "w", encoding="utf-8") as file:
+            file.write(release_text(version))
+    except BaseException as raised:
+        shutil.rmtree(made[0] if made else destination, ignore_errors=True)
+        if isinstance(raised, OSError):
+            raise OperationFailed(f"cannot export overlay {name!r} to {destination}: "
+                                  f"{raised.filename or ''}: {raised.strerror}") from raised
+        raise
+    return {"name": name, "target": target, "destination": os.path.abspath(destination), "extension": extension,
+            "release_file": release, "paths": len(copied),
+            "bytes": sum(change.size for change in copied), "ignored_deletions": cannot}
