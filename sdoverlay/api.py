@@ -28,6 +28,7 @@ UNIT = "sdoverlay.service"
 METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
     "Apply": ("sssa{sv}", ("name", "source", "target", "options")),
     "Unlock": ("ssa{sv}", ("target", "name", "options")),
+    "ApplyBatch": ("sa{sv}", ("dropin_text", "options")),
     "Reset": ("sa{sv}", ("name", "options")),
     "Remove": ("sa{sv}", ("name", "options")),
     "Persist": ("sa{sv}", ("name", "options")),

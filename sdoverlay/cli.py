@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from sdoverlay import VERSION_TEXT, __version__, paths, sizes
-from sdoverlay.errors import ExitCode, SdoverlayError, as_sdoverlay_error
+from sdoverlay.errors import ExitCode, InvalidInput, SdoverlayError, as_sdoverlay_error
 from sdoverlay.sizes import DEFAULT_SIZE
 
 if TYPE_CHECKING:
@@ -54,7 +54,16 @@ def _cli_event(kind: str, verb: str, result: str, request: dict[str, str] | None
 def _request(verb: str, request: dict[str, str], method: str, arguments: list[Any], options: dict[str, Any],
              ask_password: bool) -> Any:
     """Call the service's METHOD for VERB with ARGUMENTS and a{sv} OPTIONS;
-    its outcome, or die with its one line.
+    its outcome, or die with its one line."""
+    try:
+        return _call_service(verb, request, method, arguments, options, ask_password)
+    except SdoverlayError as error:
+        _die(error)
+
+
+def _call_service(verb: str, request: dict[str, str], method: str, arguments: list[Any], options: dict[str, Any],
+                  ask_password: bool) -> Any:
+    """The outcome of the service's METHOD, or its SdoverlayError.
 
     The service audits what it refused or failed; what never reached it
     (no service, no bus) the CLI records itself."""
@@ -62,13 +71,13 @@ def _request(verb: str, request: dict[str, str], method: str, arguments: list[An
 
     try:
         return client.call(method, [*arguments, client.options(**options)], ask_password)
-    except (client.ServiceError, client.Interrupted) as error:
-        _die(error)
+    except (client.ServiceError, client.Interrupted):
+        raise
     except Exception as raised:  # noqa: BLE001 - one audited line, never a traceback
         error = as_sdoverlay_error(raised)
         audit.record(_cli_event("failed" if error.exit_code == ExitCode.FAILED else "refused", verb, error.message,
                                 request))
-        _die(error)
+        raise error from raised
 
 
 def _query(method: str, arguments: list[Any], options: dict[str, Any], ask_password: bool) -> Any:
@@ -159,9 +168,9 @@ size_option = click.option(
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
-@click.argument("name")
-@click.argument("source")
-@click.argument("target")
+@click.argument("arguments", nargs=-1, metavar="NAME SOURCE TARGET")
+@click.option("--from", "batch_file", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Create every [Overlay] of FILE (drop-in syntax), all of them or none.")
 @click.option("--read-only", is_flag=True, help="Lay SOURCE over TARGET without making TARGET writable.")
 @size_option
 @click.option("--keep-ownership", is_flag=True, help="Keep SOURCE's owners instead of making the copy root:root.")
@@ -170,7 +179,7 @@ size_option = click.option(
 @click.option("--allow-world-writable", is_flag=True, help="Accept world-writable files and dirs in SOURCE.")
 @ask_option
 @json_option
-def apply(name: str, source: str, target: str, read_only: bool, size: str, keep_ownership: bool,
+def apply(arguments: tuple[str, ...], batch_file: str | None, read_only: bool, size: str, keep_ownership: bool,
           allow_setuid: bool, allow_world_writable: bool, no_ask_password: bool, as_json: bool) -> None:
     """Copy SOURCE (a file or a tree) and lay it over TARGET as overlay NAME.
 
@@ -178,12 +187,42 @@ def apply(name: str, source: str, target: str, read_only: bool, size: str, keep_
     TARGET. SOURCE is read with the caller's rights and copied at once: later
     edits to it do not show. The copy is owned by root:root unless
     --keep-ownership.
+
+    With --from FILE, every [Overlay] section of FILE (the keys of a drop-in,
+    sdoverlay.d(5); Name= and Target= required, no Source= for an unlock) is
+    created, or none: on the first failure those created are removed again.
     """
+    if batch_file is not None:
+        if arguments or read_only or keep_ownership or allow_setuid or allow_world_writable or size != DEFAULT_SIZE:
+            raise click.UsageError("--from takes the overlays and their options from FILE only")
+        _apply_batch(batch_file, no_ask_password, as_json)
+        return
+    if len(arguments) != 3:
+        raise click.UsageError("apply takes NAME SOURCE TARGET, or --from FILE")
+    name, source, target = arguments
     request = {"name": name, "target": target, "source": source}
     status = _request("apply", request, "Apply", [name, source, target], dict(
         read_only=read_only, size=size, keep_ownership=keep_ownership, allow_setuid=allow_setuid,
         allow_world_writable=allow_world_writable, on_behalf_of=_on_behalf_of()), not no_ask_password)
     _emit(status, as_json, "applied")
+
+
+def _apply_batch(path: str, no_ask_password: bool, as_json: bool) -> None:
+    from sdoverlay import ini
+
+    request = {"name": "", "target": "", "source": f"--from {path}"}
+    try:
+        text = ini.read_regular_file(path)  # with the caller's rights, a FIFO or /dev/zero refused
+    except (OSError, ValueError) as error:
+        _die(InvalidInput(f"cannot read {path}: {getattr(error, 'strerror', None) or error}"))
+    created = _request("apply", request, "ApplyBatch", [text], dict(on_behalf_of=_on_behalf_of()),
+                       not no_ask_password)
+    if as_json:
+        _print_json(created)
+        return
+    for status in created:
+        _emit(status, False, "applied" if status["source"] else "unlocked")
+    click.echo(f"{len(created)} overlay(s) created.")
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
@@ -283,11 +322,14 @@ def reset(name: str, force: bool, no_ask_password: bool, as_json: bool) -> None:
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
-@click.argument("name")
+@click.argument("name", required=False)
+@click.option("--all", "every", is_flag=True,
+              help="Remove every overlay of yours; with --user, that owner's; with --force and no --user, all.")
+@click.option("--user", "uid", type=int, help="With --all: the overlays owned by this uid.")
 @force_option
 @ask_option
 @json_option
-def remove(name: str, force: bool, no_ask_password: bool, as_json: bool) -> None:
+def remove(name: str | None, every: bool, uid: int | None, force: bool, no_ask_password: bool, as_json: bool) -> None:
     """Unmount overlay NAME, free its memory and remove its units.
 
     If processes still use an overlay that is unmounted lazily (one on a
@@ -295,20 +337,58 @@ def remove(name: str, force: bool, no_ask_password: bool, as_json: bool) -> None
     they are named, and it stays listed as 'detached' until they exit and its
     memory is freed. Where only leftovers of NAME remain (a command was
     killed), they are removed.
+
+    --all removes each overlay of the caller's (another user's with --user
+    UID and --force) one by one, goes on past one it cannot remove, says
+    why for each, and exits with the first failure's code.
     """
-    outcome = _request("remove", {"name": name}, "Remove",
-                       [name], dict(force=force, on_behalf_of=_on_behalf_of()), not no_ask_password)
+    if every == (name is not None) or (uid is not None and not every):
+        raise click.UsageError("remove takes NAME, or --all [--user UID]")
+    if not every:
+        outcome = _request("remove", {"name": name}, "Remove",
+                           [name], dict(force=force, on_behalf_of=_on_behalf_of()), not no_ask_password)
+        if as_json:
+            _print_json(outcome)
+        else:
+            click.echo(_removed_text(name, outcome))
+        return
+    from sdoverlay import client
+    from sdoverlay.status import list_all
+
+    owner = uid if uid is not None else (None if force else (_on_behalf_of() or os.getuid()))
+    names = [status.spec.name for status in _on_bus(list_all)
+             if status.state != "detached" and (owner is None or status.spec.owner_uid == owner)]
+    outcomes, failures = [], []
+    for each in names:
+        try:
+            outcomes.append(_call_service("remove", {"name": each}, "Remove", [each], dict(
+                force=force, on_behalf_of=_on_behalf_of()), not no_ask_password))
+        except SdoverlayError as error:
+            if isinstance(error, client.Interrupted):
+                _die(error)  # Ctrl-C stops the loop; the removal in flight is the service's to finish
+            failures.append(error)
+            outcomes.append({"name": each, "removed": False, "error": error.message, "exit_code": int(error.exit_code)})
+            click.echo(f"sdoverlay: {error.message}", err=True)
+            continue
+        if not as_json:
+            click.echo(_removed_text(each, outcomes[-1]))
+    if as_json:
+        _print_json(outcomes)
+    else:
+        click.echo(f"{len(names) - len(failures)} of {len(names)} overlay(s) removed.")
+    if failures:
+        sys.exit(failures[0].exit_code)
+
+
+def _removed_text(name: str, outcome: dict[str, Any]) -> str:
     from sdoverlay import holders
 
-    if as_json:
-        _print_json(outcome)
-    elif outcome["leftovers"]:
-        click.echo(f"overlay {name!r} was gone; removed what was left of it: {', '.join(outcome['leftovers'])}")
-    elif outcome["detached"]:
-        click.echo(f"removed overlay {name!r} from {outcome['target']}; "
-                   + holders.detached_text(outcome["still_used_by"], outcome["held_bytes"]))
-    else:
-        click.echo(f"removed overlay {name!r} from {outcome['target']}")
+    if outcome["leftovers"]:
+        return f"overlay {name!r} was gone; removed what was left of it: {', '.join(outcome['leftovers'])}"
+    if outcome["detached"]:
+        return (f"removed overlay {name!r} from {outcome['target']}; "
+                + holders.detached_text(outcome["still_used_by"], outcome["held_bytes"]))
+    return f"removed overlay {name!r} from {outcome['target']}"
 
 
 @cli.command(epilog=EXIT_CODES_HELP)

@@ -22,21 +22,14 @@ import os
 import sys
 import time
 
-from sdoverlay import config, ini, kinds, mountinfo, paths, units, validate
+from sdoverlay import config, dropin, ini, kinds, mountinfo, paths, units, validate
+from sdoverlay.dropin import DropinError
 from sdoverlay.errors import SdoverlayError
 from sdoverlay.sizes import DEFAULT_SIZE
 from sdoverlay.spec import OverlaySpec
 
 DROPIN_DIRS = ["/etc/sdoverlay.d", "/run/sdoverlay.d", "/usr/local/lib/sdoverlay.d", "/usr/lib/sdoverlay.d"]
-SECTION = "Overlay"
 WANTED_BY = "local-fs.target"
-_BOOLEANS = {"yes": True, "true": True, "on": True, "1": True, "no": False, "false": False, "off": False, "0": False}
-_KEYS = {"Name", "Target", "Source", "ReadOnly", "Size", "Persistent", "KeepOwnership", "AllowSetuid", "AllowWorldWritable"}
-
-
-class DropinError(Exception):
-    pass
-
 
 REPORT_UNIT = "sdoverlay-generator-report.service"
 _JOURNAL_SOCKET = "/run/systemd/journal/socket"
@@ -86,13 +79,6 @@ def _write_report(normal_dir: str, problems: list[str]) -> None:
     _want(normal_dir, REPORT_UNIT, "sysinit.target")
 
 
-def _boolean(key: str, value: str) -> bool:
-    try:
-        return _BOOLEANS[value.lower()]
-    except KeyError:
-        raise DropinError(f"{key}={value} is not a boolean") from None
-
-
 def parse_dropin(path: str, allowed_roots: tuple[str, ...], mounts: list[mountinfo.MountEntry]) -> OverlaySpec:
     """The overlay a drop-in describes; DropinError says why it cannot be used."""
     try:
@@ -102,17 +88,11 @@ def parse_dropin(path: str, allowed_roots: tuple[str, ...], mounts: list[mountin
         raise DropinError(error.strerror or str(error)) from error
     except ValueError as error:  # not a regular file, too large, bad UTF-8, bad syntax
         raise DropinError(str(error)) from error
-    values: dict[str, str] = {}
-    for section, key, value in entries:
-        if section != SECTION:
-            raise DropinError(f"unknown section [{section}]; use [{SECTION}]")
-        if key not in _KEYS:
-            raise DropinError(f"unknown key {key}=")
-        values[key] = value  # a later assignment wins, as in unit files
+    values = dropin.values(entries)
     name = values.get("Name") or os.path.basename(path).removesuffix(".conf")
     source = values.get("Source") or None
-    read_only = _boolean("ReadOnly", values.get("ReadOnly", "no"))
-    persistent = _boolean("Persistent", values.get("Persistent", "no"))
+    read_only = dropin.boolean(values, "ReadOnly")
+    persistent = dropin.boolean(values, "Persistent")
     size = values.get("Size", DEFAULT_SIZE)
     if "Target" not in values:
         raise DropinError("Target= is missing")
@@ -137,9 +117,9 @@ def parse_dropin(path: str, allowed_roots: tuple[str, ...], mounts: list[mountin
         owner_uid=0,
         # The drop-in's own time, so that the output is deterministic.
         created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(modified)),
-        keep_ownership=_boolean("KeepOwnership", values.get("KeepOwnership", "no")),
-        allow_setuid=_boolean("AllowSetuid", values.get("AllowSetuid", "no")),
-        allow_world_writable=_boolean("AllowWorldWritable", values.get("AllowWorldWritable", "no")),
+        keep_ownership=dropin.boolean(values, "KeepOwnership"),
+        allow_setuid=dropin.boolean(values, "AllowSetuid"),
+        allow_world_writable=dropin.boolean(values, "AllowWorldWritable"),
         persistent=persistent,
         dropin=path,
         **kinds.mount_plan(target, mountinfo.is_foreign_mount_point(target, mounts)),

@@ -50,20 +50,28 @@ def _file_type(mode: int) -> str:
 
 def parse(text: str) -> list[tuple[str, str, str]]:
     """(section, key, value) for each assignment, in file order."""
-    entries = []
-    section = ""
+    return [(section, key, value) for section, pairs in parse_sections(text) for key, value in pairs]
+
+
+def parse_sections(text: str) -> list[tuple[str, list[tuple[str, str]]]]:
+    """(section, [(key, value), ...]) for each section header, in file order:
+    a section named twice is two entries (a batch's [Overlay]s). Assignments
+    before the first header are in a section named ""."""
+    sections: list[tuple[str, list[tuple[str, str]]]] = []
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line[0] in "#;":
             continue
         if line.startswith("[") and line.endswith("]"):
-            section = line[1:-1]
+            sections.append((line[1:-1], []))
             continue
         key, sep, value = line.partition("=")
         if not sep:
             raise ValueError(f"line {number}: not an assignment: {line!r}")
-        entries.append((section, key.strip(), value.strip()))
-    return entries
+        if not sections:
+            sections.append(("", []))
+        sections[-1][1].append((key.strip(), value.strip()))
+    return sections
 
 
 def layered_files(dirs: list[str], suffix: str) -> list[str]:

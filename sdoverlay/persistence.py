@@ -14,7 +14,8 @@ import shutil
 from sdoverlay import content, ini, mountinfo, overlays, paths
 from sdoverlay.bus import Systemd
 from sdoverlay.errors import Conflict, NotFound, OperationFailed, SdoverlayError
-from sdoverlay.generator import DROPIN_DIRS, SECTION
+from sdoverlay.dropin import SECTION
+from sdoverlay.generator import DROPIN_DIRS
 from sdoverlay.paths import PERSISTENT_ROOT
 from sdoverlay.status import OverlayStatus
 from sdoverlay.spec import OverlaySpec

@@ -145,6 +145,8 @@ class Service:
         if message.member == "Unlock":
             return await verbs.create(systemd, caller, authorize, "unlock", args["name"], args["target"], None,
                                       options)
+        if message.member == "ApplyBatch":
+            return await verbs.create_batch(systemd, caller, authorize, args["dropin_text"], options)
         if message.member == "Reset":
             return await verbs.reset(systemd, caller, authorize, args["name"], force)
         if message.member == "Remove":

@@ -16,7 +16,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sdoverlay import audit, collect, config, content, holders, lock, overlays, persistence, sizes, validate
+from sdoverlay import audit, batch, collect, config, content, holders, lock, overlays, persistence, sizes, validate
 from sdoverlay.bus import Systemd
 from sdoverlay.errors import (
     ExitCode,
@@ -104,43 +104,110 @@ def _resolve_and_scan(source: str) -> tuple[str, validate.Scan]:
     return resolved, validate.scan(resolved)
 
 
+@dataclasses.dataclass(frozen=True)
+class CreateRequest:
+    """An apply or unlock, checked as far as it can be outside the lock."""
+
+    verb: str
+    name: str
+    target: str  # resolved
+    source: str | None  # as given; resolved and scanned under the lock
+    read_only: bool
+    size: str
+    hotfix: bool
+    allow_setuid: bool
+    allow_world_writable: bool
+    keep_ownership: bool
+    limits: config.Config
+
+
+async def _checked_request(caller: Caller, authorize: Authorize, verb: str, name: str, target: str,
+                           source: str | None, options: dict[str, Any]) -> CreateRequest:
+    """Names, sizes, allowed roots and polkit: before the lock, so that a
+    password prompt holds no one else up."""
+    size = str(options.get("size", DEFAULT_SIZE))
+    hotfix = bool(options.get("hotfix", False))
+    allow_setuid = bool(options.get("allow_setuid", False))
+    validate.name(name)
+    validate.size(size)
+    limits = config.load()
+    resolved_target = validate.target(target, limits.roots_for(caller.uid))
+    details = {"name": name, "target": resolved_target, "source": source or ""}
+    await authorize(ACTION_CREATE_PERSISTENT if hotfix else ACTION_CREATE, details)
+    if allow_setuid:
+        await authorize(ACTION_ALLOW_SETUID, details)
+    return CreateRequest(verb=verb, name=name, target=resolved_target, source=source,
+                         read_only=bool(options.get("read_only", False)), size=size, hotfix=hotfix,
+                         allow_setuid=allow_setuid, allow_world_writable=bool(options.get("allow_world_writable", False)),
+                         keep_ownership=bool(options.get("keep_ownership", False)), limits=limits)
+
+
+async def _create_locked(systemd: Systemd, caller: Caller, request: CreateRequest) -> OverlayStatus:
+    """The rest of the checks and the overlay itself; the lock is held."""
+    resolved_source = None
+    if request.source is not None:
+        resolved_source = _check_source(caller, request.source, request.size, request.allow_setuid,
+                                        request.allow_world_writable)
+    await overlays.check_new(systemd, request.name, request.target, request.size, caller.owner_uid, request.limits)
+    spec = OverlaySpec(
+        name=request.name, target=request.target, source=resolved_source, read_only=request.read_only,
+        size=request.size, owner_uid=caller.owner_uid, created_at=overlays.now_iso(), session=caller.session,
+        keep_ownership=request.keep_ownership, allow_setuid=request.allow_setuid,
+        allow_world_writable=request.allow_world_writable,
+        persistent=request.hotfix, dropin=persistence.dropin_path(request.name) if request.hotfix else "",
+        **(await overlays.mount_plan(systemd, request.target)),
+    )
+    return await (persistence.hotfix(systemd, spec) if request.hotfix else overlays.apply(systemd, spec))
+
+
 async def create(systemd: Systemd, caller: Caller, authorize: Authorize, verb: str, name: str, target: str,
                  source: str | None, options: dict[str, Any]) -> dict[str, Any]:
     """apply and unlock (--hotfix). Nothing is created before every check passes."""
     request = {"name": name, "target": target, "source": source or ""}
 
     async def run() -> tuple[dict[str, Any], list[audit.Event]]:
-        read_only = bool(options.get("read_only", False))
-        size = str(options.get("size", DEFAULT_SIZE))
-        hotfix = bool(options.get("hotfix", False))
-        allow_setuid = bool(options.get("allow_setuid", False))
-        allow_world_writable = bool(options.get("allow_world_writable", False))
-        keep_ownership = bool(options.get("keep_ownership", False))
-        validate.name(name)
-        validate.size(size)
-        limits = config.load()
-        resolved_target = validate.target(target, limits.roots_for(caller.uid))
-        details = {"name": name, "target": resolved_target, "source": source or ""}
-        await authorize(ACTION_CREATE_PERSISTENT if hotfix else ACTION_CREATE, details)
-        if allow_setuid:
-            await authorize(ACTION_ALLOW_SETUID, details)
+        checked = await _checked_request(caller, authorize, verb, name, target, source, options)
         async with lock.held_async():
-            resolved_source = None
-            if source is not None:
-                resolved_source = _check_source(caller, source, size, allow_setuid, allow_world_writable)
-            await overlays.check_new(systemd, name, resolved_target, size, caller.owner_uid, limits)
-            spec = OverlaySpec(
-                name=name, target=resolved_target, source=resolved_source, read_only=read_only, size=size,
-                owner_uid=caller.owner_uid, created_at=overlays.now_iso(), session=caller.session,
-                keep_ownership=keep_ownership, allow_setuid=allow_setuid,
-                allow_world_writable=allow_world_writable,
-                persistent=hotfix, dropin=persistence.dropin_path(name) if hotfix else "",
-                **(await overlays.mount_plan(systemd, resolved_target)),
-            )
-            status = await (persistence.hotfix(systemd, spec) if hotfix else overlays.apply(systemd, spec))
+            status = await _create_locked(systemd, caller, checked)
         return status.to_json(), [_spec_event(caller, "applied", verb, status.spec)]
 
     return await audited(caller, verb, request, run)
+
+
+async def create_batch(systemd: Systemd, caller: Caller, authorize: Authorize, text: str,
+                       options: dict[str, Any]) -> list[dict[str, Any]]:
+    """apply --from FILE: every [Overlay] of TEXT, or none. All are checked
+    first; they are created one after another under one hold of the lock,
+    and on the first failure those created are removed again."""
+
+    async def run() -> tuple[list[dict[str, Any]], list[audit.Event]]:
+        entries = batch.parse(text)
+        checked = []
+        for index, entry in enumerate(entries):
+            try:
+                checked.append(await _checked_request(caller, authorize, entry.verb, entry.name, entry.target,
+                                                      entry.source, {**options, **entry.options}))
+            except Exception as raised:  # noqa: BLE001 - said of which overlay, re-raised
+                raise batch.in_batch(raised, index, entries, []) from raised
+        created: list[OverlayStatus] = []
+        async with lock.held_async():
+            for index, request in enumerate(checked):
+                try:
+                    created.append(await _create_locked(systemd, caller, request))
+                except BaseException as raised:  # noqa: BLE001 - rolled back, said of which overlay, re-raised
+                    problems = []
+                    for status in reversed(created):
+                        try:
+                            await overlays.remove(systemd, status.spec.name, caller.pid)
+                        except Exception as error:  # noqa: BLE001 - named in the one line; gc finds the rest
+                            problems.append(f"{status.spec.name}: {as_sdoverlay_error(error).message}")
+                    if not isinstance(raised, Exception):
+                        raise
+                    raise batch.in_batch(raised, index, entries, [s.spec.name for s in created], problems) from raised
+        return ([status.to_json() for status in created],
+                [_spec_event(caller, "applied", request.verb, status.spec) for request, status in zip(checked, created)])
+
+    return await audited(caller, "apply", {"name": "", "target": "", "source": "--from"}, run)
 
 
 async def _owned(systemd: Systemd, caller: Caller, authorize: Authorize, name: str, force: bool,

@@ -1,0 +1,36 @@
+"""The [Overlay] section of drop-ins (man:sdoverlay.d(5)), read by the
+generator from /etc/sdoverlay.d and friends and by `apply --from FILE`:
+one place for its keys and values."""
+
+from __future__ import annotations
+
+SECTION = "Overlay"
+KEYS = {"Name", "Target", "Source", "ReadOnly", "Size", "Persistent", "KeepOwnership", "AllowSetuid",
+        "AllowWorldWritable"}
+_BOOLEANS = {"yes": True, "true": True, "on": True, "1": True, "no": False, "false": False, "off": False, "0": False}
+
+
+class DropinError(Exception):
+    pass
+
+
+def boolean(values: dict[str, str], key: str) -> bool:
+    """KEY's value as systemd reads booleans; no by default."""
+    value = values.get(key, "no")
+    try:
+        return _BOOLEANS[value.lower()]
+    except KeyError:
+        raise DropinError(f"{key}={value} is not a boolean") from None
+
+
+def values(entries: list[tuple[str, str, str]]) -> dict[str, str]:
+    """KEY -> value of (section, key, value) ENTRIES, all of [Overlay]; a
+    later assignment wins, as in unit files."""
+    found: dict[str, str] = {}
+    for section, key, value in entries:
+        if section != SECTION:
+            raise DropinError(f"unknown section [{section}]; use [{SECTION}]")
+        if key not in KEYS:
+            raise DropinError(f"unknown key {key}=")
+        found[key] = value
+    return found
