@@ -212,10 +212,8 @@ def _walk(relative: str, layers: list[str], original: str, shows_original: bool,
 
 
 def overlay_layers(spec: Any) -> list[str]:
-    """The overlay's own layers, top first: its upper dir, then SOURCE's content."""
-    layers = [] if spec.read_only else [spec.upper_dir]
-    if spec.source is not None:
-        layers.append(spec.content_dir)
+    """The overlay's own layers, top first: its upper dir, then the SOURCEs' content."""
+    layers = ([] if spec.read_only else [spec.upper_dir]) + spec.content_layers()
     return [layer for layer in layers if os.path.isdir(layer)]
 
 

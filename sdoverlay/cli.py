@@ -16,6 +16,7 @@ import click
 
 from sdoverlay import VERSION_TEXT, __version__, paths, sizes
 from sdoverlay.errors import ExitCode, InvalidInput, SdoverlayError, as_sdoverlay_error
+from sdoverlay.paths import SOURCE_SEPARATOR
 from sdoverlay.sizes import DEFAULT_SIZE
 
 if TYPE_CHECKING:
@@ -168,7 +169,7 @@ size_option = click.option(
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
-@click.argument("arguments", nargs=-1, metavar="NAME SOURCE TARGET")
+@click.argument("arguments", nargs=-1, metavar="NAME SOURCE... TARGET")
 @click.option("--from", "batch_file", metavar="FILE", type=click.Path(dir_okay=False),
               help="Create every [Overlay] of FILE (drop-in syntax), all of them or none.")
 @click.option("--read-only", is_flag=True, help="Lay SOURCE over TARGET without making TARGET writable.")
@@ -186,7 +187,8 @@ def apply(arguments: tuple[str, ...], batch_file: str | None, read_only: bool, s
     A file SOURCE appears as TARGET/basename; a directory's entries appear in
     TARGET. SOURCE is read with the caller's rights and copied at once: later
     edits to it do not show. The copy is owned by root:root unless
-    --keep-ownership.
+    --keep-ownership. Several SOURCEs are stacked as layers in the order
+    given: the last one is on top, and its files win.
 
     With --from FILE, every [Overlay] section of FILE (the keys of a drop-in,
     sdoverlay.d(5); Name= and Target= required, no Source= for an unlock) is
@@ -197,9 +199,13 @@ def apply(arguments: tuple[str, ...], batch_file: str | None, read_only: bool, s
             raise click.UsageError("--from takes the overlays and their options from FILE only")
         _apply_batch(batch_file, no_ask_password, as_json)
         return
-    if len(arguments) != 3:
-        raise click.UsageError("apply takes NAME SOURCE TARGET, or --from FILE")
-    name, source, target = arguments
+    if len(arguments) < 3:
+        raise click.UsageError("apply takes NAME SOURCE... TARGET, or --from FILE")
+    name, sources, target = arguments[0], arguments[1:-1], arguments[-1]
+    if any(SOURCE_SEPARATOR in each for each in sources):
+        _die(InvalidInput(f"source {next(e for e in sources if SOURCE_SEPARATOR in e)} contains "
+                          f"'{SOURCE_SEPARATOR}', which overlay mount options cannot carry"))
+    source = SOURCE_SEPARATOR.join(sources)
     request = {"name": name, "target": target, "source": source}
     status = _request("apply", request, "Apply", [name, source, target], dict(
         read_only=read_only, size=size, keep_ownership=keep_ownership, allow_setuid=allow_setuid,

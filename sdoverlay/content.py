@@ -46,14 +46,18 @@ def populate(spec: OverlaySpec, content_dir: str | None = None) -> None:
         if os.path.lexists(partial):
             shutil.rmtree(partial)
         os.mkdir(partial, 0o700)
-        copy_in(spec.source, partial, as_uid=spec.owner_uid)
-        # Checked again on the copy, which only root can change: SOURCE may
-        # have changed since it was checked (and a FIFO is copied, not read).
-        copy = validate.scan(partial)
-        validate.content(copy, f"the copy of {spec.source}", spec.allow_setuid, spec.allow_world_writable)
-        if not spec.keep_ownership:
-            _own_by_root(copy.not_root_owned)
-        _like_target(partial, target_stat)
+        # content_layers is top first; the SOURCEs are in the order given.
+        for source, layer in zip(spec.sources, reversed(spec.content_layers(partial))):
+            if layer != partial:
+                os.mkdir(layer, 0o700)
+            copy_in(source, layer, as_uid=spec.owner_uid)
+            # Checked again on the copy, which only root can change: SOURCE may
+            # have changed since it was checked (and a FIFO is copied, not read).
+            copy = validate.scan(layer)
+            validate.content(copy, f"the copy of {source}", spec.allow_setuid, spec.allow_world_writable)
+            if not spec.keep_ownership:
+                _own_by_root(copy.not_root_owned)
+            _like_target(layer, target_stat)
         os.rename(partial, content_dir)
 
 

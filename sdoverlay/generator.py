@@ -26,7 +26,7 @@ from sdoverlay import config, dropin, ini, kinds, mountinfo, paths, units, valid
 from sdoverlay.dropin import DropinError
 from sdoverlay.errors import SdoverlayError
 from sdoverlay.sizes import DEFAULT_SIZE
-from sdoverlay.spec import OverlaySpec
+from sdoverlay.spec import SOURCE_SEPARATOR, OverlaySpec
 
 DROPIN_DIRS = ["/etc/sdoverlay.d", "/run/sdoverlay.d", "/usr/local/lib/sdoverlay.d", "/usr/lib/sdoverlay.d"]
 WANTED_BY = "local-fs.target"
@@ -99,8 +99,8 @@ def parse_dropin(path: str, allowed_roots: tuple[str, ...], mounts: list[mountin
     if read_only and source is None:
         raise DropinError("ReadOnly=yes needs a Source=")
     try:
-        if source is not None:
-            validate.absolute_path_text(source, "Source=")
+        for each in source.split(SOURCE_SEPARATOR) if source else []:
+            validate.absolute_path_text(each, "Source=")
         validate.name(name)
         validate.size(size)
         # SOURCE is not checked here: it may live on a file system that is

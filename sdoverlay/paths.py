@@ -21,6 +21,11 @@ GENERATED_UNITS_DIR = "/run/systemd/generator"
 # options; this alphabet needs no quoting in any of them.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
 
+# Between the SOURCEs of a layered overlay in an overlay's `source` (its
+# metadata, a drop-in's Source=, the service's API), as between overlayfs'
+# lower dirs: no SOURCE can contain one (_UNSAFE_PATH_CHARS).
+SOURCE_SEPARATOR = ":"
+
 # Characters that would need quoting in overlayfs' lowerdir= (':' separates
 # layers, ',' separates options, '\\' escapes), in unit files ('%' starts a
 # specifier) or in ExecStart= command lines (white space, quotes).

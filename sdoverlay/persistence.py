@@ -18,7 +18,7 @@ from sdoverlay.dropin import SECTION
 from sdoverlay.generator import DROPIN_DIRS
 from sdoverlay.paths import PERSISTENT_ROOT
 from sdoverlay.status import OverlayStatus
-from sdoverlay.spec import OverlaySpec
+from sdoverlay.spec import SOURCE_SEPARATOR, OverlaySpec
 
 ADMIN_DIR = DROPIN_DIRS[0]  # /etc/sdoverlay.d: the administrator's
 RUNTIME_DIR = DROPIN_DIRS[1]  # /run/sdoverlay.d
@@ -237,7 +237,9 @@ async def persist(systemd: Systemd, name: str) -> OverlayStatus:
     new = old._replace(
         persistent=True,
         dropin=dropin,
-        source=f"{old.persistent_dir}/content" if old.source is not None else None,
+        # The copies of the SOURCEs become its SOURCEs: one per layer.
+        source=SOURCE_SEPARATOR.join(layer.replace(old.content_dir, f"{old.persistent_dir}/content", 1)
+                                     for layer in reversed(old.content_layers())) or None,
         keep_ownership=True,  # the content was made root's (or kept) at apply
     )
     if os.path.lexists(new.dropin):

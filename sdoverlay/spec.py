@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     OverlayKind = Literal["mount", "service"]
 
 METADATA_PREFIX = "x-sdoverlay."
+SOURCE_SEPARATOR = paths.SOURCE_SEPARATOR
 # The generated oneshot that mounts drop-in overlays at boot (sdoverlay.burst).
 BURST_UNIT = "sdoverlay-boot.service"
 # Kept as they are in a metadata value; everything else is %XX-escaped (',' and
@@ -58,7 +59,9 @@ class OverlaySpec:
 
     name: str
     target: str
-    source: str | None  # None: an empty writable overlay (unlock)
+    # None: an empty writable overlay (unlock). Several SOURCEs, layered, are
+    # joined by SOURCE_SEPARATOR, the last on top (`sources`).
+    source: str | None
     read_only: bool
     size: str
     owner_uid: int
@@ -95,6 +98,22 @@ class OverlaySpec:
     @property
     def content_dir(self) -> str:
         return f"{self.area}/content"
+
+    @property
+    def sources(self) -> list[str]:
+        """The SOURCEs in the order given: each one's content lies over the one before."""
+        return self.source.split(SOURCE_SEPARATOR) if self.source else []
+
+    def content_layers(self, content_dir: str | None = None) -> list[str]:
+        """Where the copies of the SOURCEs are, top first: the content dir
+        itself for one SOURCE, its subdirs 0, 1, ... (one per SOURCE, in the
+        order given) for several. CONTENT_DIR: the content dir elsewhere
+        (the boot burst fills an area before it is attached)."""
+        content_dir = content_dir or self.content_dir
+        count = len(self.sources)
+        if count <= 1:
+            return [content_dir] if count else []
+        return [f"{content_dir}/{index}" for index in reversed(range(count))]
 
     @property
     def writable_dir(self) -> str:
@@ -142,8 +161,7 @@ class OverlaySpec:
 
     @property
     def overlay_options(self) -> str:
-        lower = [self.content_dir] if self.source is not None else []
-        lower.append(self.target)
+        lower = [*self.content_layers(), self.target]
         options = ["lowerdir=" + ":".join(lower)]
         if not self.read_only:
             options += [f"upperdir={self.upper_dir}", f"workdir={self.work_dir}"]

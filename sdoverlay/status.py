@@ -44,6 +44,7 @@ class OverlayStatus:
             "name": spec.name,
             "target": spec.target,
             "source": spec.source,
+            "sources": spec.sources,
             "owner_uid": spec.owner_uid,
             "created_at": spec.created_at,
             "read_only": spec.read_only,
@@ -230,7 +231,8 @@ def our_overlay_mount(spec: OverlaySpec, mounts: list[mountinfo.MountEntry] | No
         options = entry.super_options.split(",")
         if entry.fs_type != "overlay":
             continue
-        if spec.read_only and any(o.startswith(f"lowerdir={spec.content_dir}:") for o in options):
+        if spec.read_only and spec.source and any(o.startswith(f"lowerdir={spec.content_layers()[0]}:")
+                                                  for o in options):
             return entry
         if not spec.read_only and f"upperdir={spec.upper_dir}" in options:
             return entry

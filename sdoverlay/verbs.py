@@ -26,7 +26,7 @@ from sdoverlay.errors import (
     as_sdoverlay_error,
 )
 from sdoverlay.sizes import DEFAULT_SIZE
-from sdoverlay.spec import OverlaySpec
+from sdoverlay.spec import SOURCE_SEPARATOR, OverlaySpec
 from sdoverlay.status import OverlayStatus
 
 # The polkit actions (systemd/org.sdoverlay.policy).
@@ -88,15 +88,23 @@ async def audited(caller: Caller, verb: str, request: dict[str, str],
 
 
 def _check_source(caller: Caller, source: str, size: str, allow_setuid: bool, allow_world_writable: bool) -> str:
-    """SOURCE as the caller sees it: resolved, readable and scanned with the
-    caller's rights (a root-only file in the caller's dir is refused, though
-    the service could read it); the copy is made with them too (populate)."""
-    resolved, found = content.as_user(caller.owner_uid, _resolve_and_scan, source)
-    validate.content(found, f"source {source}", allow_setuid, allow_world_writable)
+    """SOURCE (each of several, joined by SOURCE_SEPARATOR) as the caller
+    sees it: resolved, readable and scanned with the caller's rights (a
+    root-only file in the caller's dir is refused, though the service could
+    read it); the copy is made with them too (populate). Together they must
+    fit in SIZE."""
+    resolved, needed = [], 0
+    for each in source.split(SOURCE_SEPARATOR):
+        path, found = content.as_user(caller.owner_uid, _resolve_and_scan, each)
+        validate.content(found, f"source {each}", allow_setuid, allow_world_writable)
+        resolved.append(path)
+        needed += found.bytes_needed
     limit = sizes.tmpfs_size_bytes(size)
-    if found.bytes_needed > limit:
-        raise LimitExceeded(f"source {source} needs {found.bytes_needed} bytes, more than --size {size} ({limit} bytes)")
-    return resolved
+    if needed > limit:
+        what = "source " + source if len(resolved) == 1 else "sources " + " ".join(source.split(SOURCE_SEPARATOR))
+        raise LimitExceeded(f"{what} need{'s' if len(resolved) == 1 else ''} {needed} bytes, "
+                            f"more than --size {size} ({limit} bytes)")
+    return SOURCE_SEPARATOR.join(resolved)
 
 
 def _resolve_and_scan(source: str) -> tuple[str, validate.Scan]:

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from tests.test_boot import INSTALL_GENERATOR
 from tests.test_overlays import SOURCE_TREE, listed
 from tests.test_robust import nothing_left
 from tests.testbed import NOBODY, Container
@@ -99,7 +100,7 @@ def test_batch_and_remove_all_usage_errors(bed: Container) -> None:
         (["remove", "x", "--all"], "remove takes NAME, or --all [--user UID]"),
         (["remove", "x", "--user", "0"], "remove takes NAME, or --all [--user UID]"),
         (["apply", "--from", "/srv/b.conf", "n"], "--from takes the overlays and their options from FILE only"),
-        (["apply", "n", "/srv"], "apply takes NAME SOURCE TARGET, or --from FILE"),
+        (["apply", "n", "/srv"], "apply takes NAME SOURCE... TARGET, or --from FILE"),
         (["apply", "--from", "/srv/none.conf"], "cannot read /srv/none.conf: No such file or directory"),
         (["apply", "--from", "/srv/fifo.conf"], "cannot read /srv/fifo.conf: not a regular file (a FIFO)"),
     ]:
@@ -108,4 +109,47 @@ def test_batch_and_remove_all_usage_errors(bed: Container) -> None:
     bed.sh("printf '[Overlay]\\nName=p\\nTarget=/usr/share/doc/bash\\nPersistent=yes\\n' > /srv/p.conf")
     result = bed.sdoverlay("apply", "--from", "/srv/p.conf")
     assert result.returncode == 2 and "Persistent=yes is for drop-ins in /etc/sdoverlay.d" in result.stderr
+    nothing_left(bed)
+
+
+LAYERS = """
+mkdir -p /srv/l1/sub /srv/l2/sub /srv/l3/sub
+echo 1 > /srv/l1/a.txt; echo 1 > /srv/l1/b.txt; echo 1 > /srv/l1/only1.txt; echo 1 > /srv/l1/sub/x
+echo 2 > /srv/l2/a.txt; echo 2 > /srv/l2/b.txt; echo 2 > /srv/l2/sub/y
+echo 3 > /srv/l3/a.txt; echo 3 > /srv/l3/sub/x
+"""
+LAYERED_VIEW = {"a.txt": "3", "b.txt": "2", "only1.txt": "1", "sub/x": "3", "sub/y": "2"}
+
+
+def test_layered_sources_the_last_is_on_top_and_persist_keeps_them(bed: Container) -> None:
+    """apply NAME SOURCE... TARGET (issue 10): three SOURCEs with overlapping names."""
+    bed.sh(LAYERS + INSTALL_GENERATOR)
+    status = json.loads(bed.sdoverlay("apply", "layered", "/srv/l1", "/srv/l2", "/srv/l3", f"{DOC}/bash", "--json",
+                                      check=True).stdout)
+    assert status["sources"] == ["/srv/l1", "/srv/l2", "/srv/l3"] and status["source"] == "/srv/l1:/srv/l2:/srv/l3"
+
+    def view() -> dict[str, str]:
+        return {path: bed.sh(f"cat {DOC}/bash/{path}").stdout.strip() for path in LAYERED_VIEW}
+
+    assert view() == LAYERED_VIEW
+    assert listed(bed)["layered"]["sources"] == ["/srv/l1", "/srv/l2", "/srv/l3"]
+    assert json.loads(bed.sdoverlay("status", "layered", "--json", check=True).stdout)["sources"] == [
+        "/srv/l1", "/srv/l2", "/srv/l3"]
+    added = {entry["path"] for entry in json.loads(bed.sdoverlay("diff", "layered", "--json", check=True).stdout)}
+    assert added == {f"{DOC}/bash/{path}" for path in ["a.txt", "b.txt", "only1.txt", "sub", "sub/x", "sub/y"]}
+    bed.sh(f"echo written > {DOC}/bash/a.txt")
+    bed.sdoverlay("reset", "layered", check=True)
+    assert view() == LAYERED_VIEW  # the layers stay; what was written goes
+
+    persisted = json.loads(bed.sdoverlay("persist", "layered", "--json", check=True).stdout)
+    assert persisted["sources"] == [f"/var/lib/sdoverlay/layered/content/{index}" for index in range(3)]
+    assert view() == LAYERED_VIEW
+    assert f"Source={persisted['source']}\n" in bed.sh("cat /etc/sdoverlay.d/layered.conf").stdout
+    bed.sdoverlay("remove", "layered", check=True)
+    nothing_left(bed)
+
+    refused = bed.sdoverlay("apply", "bad", "/srv/l1", "/srv/nothere", f"{DOC}/bash")
+    assert refused.returncode == 3 and refused.stderr == "sdoverlay: source /srv/nothere does not exist\n"
+    too_big = bed.sdoverlay("apply", "big", "/srv/l1", "/srv/l2", f"{DOC}/bash", "--size", "8k")
+    assert too_big.returncode == 6 and too_big.stderr.startswith("sdoverlay: sources /srv/l1 /srv/l2 need ")
     nothing_left(bed)

@@ -252,3 +252,22 @@ def test_persist_a_read_only_overlay(bed: Container) -> None:
     bed.sdoverlay("remove", "ro", check=True)
     assert overlay_units(bed) == [] and listed(bed) == {}
     assert bed.run(["test", "-e", "/var/lib/sdoverlay/ro"], check=False).returncode != 0
+
+
+def test_a_layered_dropin_is_mounted_at_boot_the_last_source_on_top(tmp_path: Path) -> None:
+    """Source=A:B:C in a drop-in: the boot burst fills one layer per SOURCE (issue 10)."""
+    etc, _state, binds = kept_across_reboots(tmp_path)
+    layers = []
+    for index, files in enumerate([{"a.txt": "1", "only1.txt": "1"}, {"a.txt": "2", "b.txt": "2"}, {"a.txt": "3"}]):
+        layer = tmp_path / f"l{index + 1}"
+        layer.mkdir()
+        for name, text in files.items():
+            (layer / name).write_text(text)
+        layers.append(f"/srv/l{index + 1}")
+        binds += (f"{layer}:/srv/l{index + 1}",)
+    (etc / "layered.conf").write_text(f"[Overlay]\nTarget=/usr/share/doc/bash\nSource={':'.join(layers)}\n")
+    with Container(binds=binds) as bed:
+        assert bed.sh("cd /usr/share/doc/bash && cat a.txt b.txt only1.txt").stdout == "321"
+        assert listed(bed)["layered"]["sources"] == layers
+        assert "sdoverlay-boot.service" in bed.run(["systemctl", "list-units", "--state=active", "--plain",
+                                                    "--no-legend", "sdoverlay-boot.service"]).stdout

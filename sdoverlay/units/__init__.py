@@ -98,7 +98,7 @@ def _writable_layer_commands(spec: OverlaySpec) -> dict[str, str]:
 def context(spec: OverlaySpec, python: str = sys.executable) -> dict[str, str]:
     """Every placeholder's value for SPEC; PYTHON runs sdoverlay.populate."""
     # Everything the content unit reads or writes, its own interpreter too.
-    content_mounts = ([python, spec.source] if spec.source else []) + ([spec.persistent_dir] if spec.persistent else [])
+    content_mounts = ([python, *spec.sources] if spec.source else []) + ([spec.persistent_dir] if spec.persistent else [])
     copy_source = ""
     if spec.source:
         # A content dir that exists is whole (populate renames it into place):
@@ -199,7 +199,7 @@ def render_burst(specs: list[OverlaySpec], python: str = sys.executable) -> Rend
     """The boot burst's unit (sdoverlay.burst) for SPECS, the overlays of
     drop-ins of the mount kind; PYTHON runs sdoverlay.burst."""
     needed = sorted({path for spec in specs for path in
-                     [os.path.dirname(spec.target), *([spec.source] if spec.source else []),
+                     [os.path.dirname(spec.target), *spec.sources,
                       *([spec.persistent_dir] if spec.persistent else [])]})
     command = [python, "-m", "sdoverlay.burst", *(spec.metadata_options for spec in specs)]
     return RenderedUnit(BURST_UNIT, _render("burst.service", {
