@@ -34,6 +34,11 @@ METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
     "Persist": ("sa{sv}", ("name", "options")),
     "CollectGarbage": ("a{sv}", ("options",)),
     "Diff": ("sa{sv}", ("name", "options")),
+    # COMMAND (argv) in a private overlay, as the caller, with the caller's
+    # working dir, environment and stdin/stdout/stderr (passed as fds).
+    "Run": ("sassashhha{sv}", ("name", "argv", "cwd", "environment", "stdin", "stdout", "stderr", "options")),
+    # A signal for the caller's own run of NAME (Ctrl-C at the CLI).
+    "SignalRun": ("sia{sv}", ("name", "signal", "options")),
 }
 
 _ERRORS: dict[ExitCode, tuple[str, type[SdoverlayError]]] = {
@@ -77,12 +82,15 @@ def introspection_xml() -> str:
 
 
 def _split_signature(signature: str) -> list[str]:
-    """'sssa{sv}' -> ['s', 's', 's', 'a{sv}'] (the complete types our methods use)."""
+    """'sasa{sv}' -> ['s', 'as', 'a{sv}'] (the complete types our methods use)."""
     types, index = [], 0
     while index < len(signature):
         if signature.startswith("a{sv}", index):
             types.append("a{sv}")
             index += 5
+        elif signature.startswith("as", index):
+            types.append("as")
+            index += 2
         else:
             types.append(signature[index])
             index += 1

@@ -52,6 +52,7 @@ def parse(text: str) -> list[Entry]:
                 "keep_ownership": dropin.boolean(values, "KeepOwnership"),
                 "allow_setuid": dropin.boolean(values, "AllowSetuid"),
                 "allow_world_writable": dropin.boolean(values, "AllowWorldWritable"),
+                "private": dropin.boolean(values, "Private"),
             }
         except DropinError as error:
             raise InvalidInput(f"{where}: {error}; none was created") from error

@@ -95,6 +95,7 @@ def _unwrap(value: Any) -> Any:
 class UnitState:
     load: str  # loaded, not-found, masked, ...
     active: str  # active, inactive, failed, activating, deactivating
+    sub: str = ""  # the unit type's own state: running, exited, mounted, ...
 
     @property
     def exists(self) -> bool:
@@ -115,9 +116,11 @@ class Systemd:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def connect(cls) -> AsyncIterator[Systemd]:
+    async def connect(cls, unix_fds: bool = False) -> AsyncIterator[Systemd]:
+        """UNIX_FDS: file descriptors can be passed (a transient unit's stdio)."""
         try:
-            bus = await asyncio.wait_for(MessageBus(bus_type=BusType.SYSTEM).connect(), CALL_TIMEOUT)
+            bus = await asyncio.wait_for(MessageBus(bus_type=BusType.SYSTEM, negotiate_unix_fd=unix_fds).connect(),
+                                         CALL_TIMEOUT)
         except (OSError, DBusError, asyncio.TimeoutError) as error:
             raise OperationFailed(f"cannot connect to the system bus: {error or 'timed out'}") from error
         try:
@@ -176,7 +179,8 @@ class Systemd:
             f"D-Bus {member}",
         )
 
-    async def _call_manager(self, member: str, signature: str, body: list[Any], action: str) -> list[Any]:
+    async def _call_manager(self, member: str, signature: str, body: list[Any], action: str,
+                            unix_fds: Sequence[int] = ()) -> list[Any]:
         return await self._send(
             Message(
                 destination=SYSTEMD,
@@ -185,12 +189,14 @@ class Systemd:
                 member=member,
                 signature=signature,
                 body=body,
+                unix_fds=list(unix_fds),
             ),
             action,
             retry=member in _SAFE_TO_REPEAT,
         )
 
-    async def _run_job(self, member: str, signature: str, body: list[Any], action: str, unit: str, goal: str) -> str:
+    async def _run_job(self, member: str, signature: str, body: list[Any], action: str, unit: str, goal: str,
+                       unix_fds: Sequence[int] = ()) -> str:
         """Call a job-creating method and return the job's result ('done' is success).
 
         GOAL ("active" or "inactive") is what UNIT's state is after a
@@ -198,7 +204,7 @@ class Systemd:
         the bus meanwhile, as seen once after 42 unlocks in a row: it ran the
         job and the CLI waited for ever), the result is read off the unit.
         """
-        (job_path,) = await self._call_manager(member, signature, body, action)
+        (job_path,) = await self._call_manager(member, signature, body, action, unix_fds)
         if job_path in self._job_results:
             return self._job_results.pop(job_path)
         waiter = asyncio.get_running_loop().create_future()
@@ -246,9 +252,11 @@ class Systemd:
         return "failed"
 
     async def start_transient_unit(
-        self, name: str, properties: list[list[Any]], aux: Sequence[tuple[str, list[list[Any]]]] = ()
+        self, name: str, properties: list[list[Any]], aux: Sequence[tuple[str, list[list[Any]]]] = (),
+        unix_fds: Sequence[int] = (),
     ) -> str:
-        """Create and start unit NAME; AUX units are created with it, started only as dependencies."""
+        """Create and start unit NAME; AUX units are created with it, started
+        only as dependencies. UNIX_FDS: the fds that "h" properties index."""
         # Mode "fail": never replace or cancel someone else's job on this unit.
         return await self._run_job(
             "StartTransientUnit",
@@ -257,7 +265,12 @@ class Systemd:
             f"cannot create {name}",
             name,
             "active",
+            unix_fds,
         )
+
+    async def kill_unit(self, name: str, signal: int) -> None:
+        """Send SIGNAL to every process of unit NAME."""
+        await self._call_manager("KillUnit", "ssi", [name, "all", signal], f"cannot signal {name}")
 
     async def start_unit(self, name: str, mode: str = "replace") -> str:
         return await self._run_job("StartUnit", "ss", [name, mode], f"cannot start {name}", name, "active")
@@ -313,7 +326,7 @@ class Systemd:
         (units,) = await self._call_manager(
             "ListUnitsByPatterns", "asas", [states or [], patterns], "cannot list units"
         )
-        return {unit[0]: UnitState(load=unit[2], active=unit[3]) for unit in units}
+        return {unit[0]: UnitState(load=unit[2], active=unit[3], sub=unit[4]) for unit in units}
 
     async def units_by_name(self, names: list[str]) -> dict[str, UnitState]:
         """The states of NAMES, in one call, loaded or not ("not-found",
@@ -323,7 +336,7 @@ class Systemd:
         (units,) = await self._call_manager(
             "ListUnitsByNames", "as", [names], "cannot look up units"
         )
-        return {unit[0]: UnitState(load=unit[2], active=unit[3]) for unit in units}
+        return {unit[0]: UnitState(load=unit[2], active=unit[3], sub=unit[4]) for unit in units}
 
     async def active_states(self, names: list[str]) -> dict[str, str]:
         """ActiveState of each of NAMES ("inactive" where there is no such unit)."""

@@ -109,7 +109,7 @@ def _emit(status: dict[str, Any], as_json: bool, verb: str) -> None:
         return
     target = status["target"]
     what = f"{status['source']} on {target}" if status["source"] else f"empty writable layer on {target}"
-    mode = "read-only" if status["read_only"] else "writable"
+    mode = "read-only" if status["read_only"] else "private" if status["private"] else "writable"
     click.echo(f"{verb} overlay {status['name']!r}: {what} ({mode}, {status['state']}, units {', '.join(status['units'])})")
 
 
@@ -160,6 +160,9 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON i
 force_option = click.option("--force", is_flag=True, help="Act on an overlay that belongs to another user.")
 ask_option = click.option("--no-ask-password", "no_ask_password", is_flag=True,
                           help="Do not ask for a password (no polkit agent, no interactive authorization).")
+private_option = click.option(
+    "--private", is_flag=True,
+    help="Writable only for 'sdoverlay run NAME -- COMMAND'; read-only for every other process.")
 size_option = click.option(
     "--size",
     default=DEFAULT_SIZE,
@@ -178,10 +181,11 @@ size_option = click.option(
 @click.option("--allow-setuid", is_flag=True,
               help="Accept setuid/setgid files and file capabilities in SOURCE: they will run with privileges.")
 @click.option("--allow-world-writable", is_flag=True, help="Accept world-writable files and dirs in SOURCE.")
+@private_option
 @ask_option
 @json_option
 def apply(arguments: tuple[str, ...], batch_file: str | None, read_only: bool, size: str, keep_ownership: bool,
-          allow_setuid: bool, allow_world_writable: bool, no_ask_password: bool, as_json: bool) -> None:
+          allow_setuid: bool, allow_world_writable: bool, private: bool, no_ask_password: bool, as_json: bool) -> None:
     """Copy SOURCE (a file or a tree) and lay it over TARGET as overlay NAME.
 
     A file SOURCE appears as TARGET/basename; a directory's entries appear in
@@ -195,7 +199,8 @@ def apply(arguments: tuple[str, ...], batch_file: str | None, read_only: bool, s
     created, or none: on the first failure those created are removed again.
     """
     if batch_file is not None:
-        if arguments or read_only or keep_ownership or allow_setuid or allow_world_writable or size != DEFAULT_SIZE:
+        if (arguments or read_only or keep_ownership or allow_setuid or allow_world_writable or private
+                or size != DEFAULT_SIZE):
             raise click.UsageError("--from takes the overlays and their options from FILE only")
         _apply_batch(batch_file, no_ask_password, as_json)
         return
@@ -209,7 +214,8 @@ def apply(arguments: tuple[str, ...], batch_file: str | None, read_only: bool, s
     request = {"name": name, "target": target, "source": source}
     status = _request("apply", request, "Apply", [name, source, target], dict(
         read_only=read_only, size=size, keep_ownership=keep_ownership, allow_setuid=allow_setuid,
-        allow_world_writable=allow_world_writable, on_behalf_of=_on_behalf_of()), not no_ask_password)
+        allow_world_writable=allow_world_writable, private=private, on_behalf_of=_on_behalf_of()),
+        not no_ask_password)
     _emit(status, as_json, "applied")
 
 
@@ -237,13 +243,15 @@ def _apply_batch(path: str, no_ask_password: bool, as_json: bool) -> None:
 @click.option("--hotfix", is_flag=True,
               help="Persistent: writes survive reboots (kept in /var/lib/sdoverlay) until the overlay is removed.")
 @size_option
+@private_option
 @ask_option
 @json_option
-def unlock(target: str, name: str | None, hotfix: bool, size: str, no_ask_password: bool, as_json: bool) -> None:
+def unlock(target: str, name: str | None, hotfix: bool, size: str, private: bool, no_ask_password: bool,
+           as_json: bool) -> None:
     """Make TARGET (default /usr) writable with an empty overlay; writes go to memory."""
     chosen = name if name is not None else paths.default_unlock_name(os.path.realpath(target) if target else "")
     status = _request("unlock", {"name": chosen, "target": target}, "Unlock", [target, chosen], dict(
-        size=size, hotfix=hotfix, on_behalf_of=_on_behalf_of()), not no_ask_password)
+        size=size, hotfix=hotfix, private=private, on_behalf_of=_on_behalf_of()), not no_ask_password)
     _emit(status, as_json, "unlocked")
 
 
@@ -263,7 +271,8 @@ def list_(uid: int | None, as_json: bool) -> None:
         spec = status.spec
         rows.append((
             spec.name, spec.target, spec.source or "-", str(spec.owner_uid),
-            ("ro" if spec.read_only else "rw") + (",persistent" if spec.persistent else ""), status.state,
+            ("ro" if spec.read_only else "rw") + (",private" if spec.private else "")
+            + (",persistent" if spec.persistent else ""), status.state,
             sizes.human_bytes(status.area_used_bytes), sizes.human_bytes(status.size_limit_bytes), spec.created_at,
             spec.dropin or "-",
         ))
@@ -292,7 +301,8 @@ def status(name: str, as_json: bool) -> None:
     def size(count: int | None) -> str:
         return sizes.human_bytes(count)
 
-    mode = ("read-only" if found["read_only"] else "writable") + (", persistent" if found["persistent"] else "")
+    mode = (("read-only" if found["read_only"] else "writable") + (", private" if found["private"] else "")
+            + (", persistent" if found["persistent"] else ""))
     rows = [
         ("State", found["state"] + (f" ({found['problem']})" if found["problem"] else "")),
         ("Source", found["source"] or "-"),
@@ -487,6 +497,33 @@ def export(name: str, destination: str, version: str | None, ignore_deletions: b
     skipped = f"; left out {len(outcome['ignored_deletions'])} deletion(s)" if outcome["ignored_deletions"] else ""
     click.echo(f"exported overlay {name!r} to {outcome['destination']}: extension {outcome['extension']!r}, "
                f"{outcome['paths']} path(s), {sizes.human_bytes(outcome['bytes'])}{skipped}")
+
+
+@cli.command(epilog="Exit status: COMMAND's own (128 + N if a signal N ended it; 127 if it could not be "
+                    "started). Before COMMAND starts, sdoverlay's codes: " + EXIT_CODES_HELP[len("Exit codes: "):],
+             context_settings={"ignore_unknown_options": True})
+@click.argument("name")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@force_option
+@ask_option
+def run(name: str, command: tuple[str, ...], force: bool, no_ask_password: bool) -> None:
+    """Run COMMAND where private overlay NAME is writable: sdoverlay run NAME -- COMMAND...
+
+    COMMAND runs as the caller, with the caller's working dir, environment,
+    stdin, stdout and stderr, in a mount namespace of its own in which NAME's
+    target is writable; every other process keeps a read-only view of it
+    and sees what COMMAND writes. Ctrl-C, SIGTERM and SIGHUP are passed on
+    to it. It runs in a transient unit (sdoverlay-run-NAME-PID.service),
+    without a controlling terminal.
+    """
+    from sdoverlay import client
+
+    try:
+        outcome = client.run(name, list(command), client.options(force=force, on_behalf_of=_on_behalf_of()),
+                             not no_ask_password)
+    except Exception as raised:  # noqa: BLE001 - one line, never a traceback
+        _die(as_sdoverlay_error(raised))
+    sys.exit(outcome["exit_status"])
 
 
 @cli.command(epilog=EXIT_CODES_HELP)

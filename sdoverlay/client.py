@@ -13,6 +13,7 @@ import json
 import os
 import select
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -71,19 +72,30 @@ def polkit_agent(ask_password: bool) -> Iterator[None]:
         process.wait()
 
 
-async def _call(method: str, body: list[Any], interactive: bool) -> Any:
+# Passed on to the command of `sdoverlay run` (which has no controlling
+# terminal of its own: it runs in a unit).
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
+async def _call(method: str, body: list[Any], interactive: bool, unix_fds: list[int] | None = None,
+                timeout: float | None = CALL_TIMEOUT, forward_signals_of_run: str | None = None) -> Any:
     signature, _ = api.METHODS[method]
     try:
-        bus = await asyncio.wait_for(MessageBus(bus_type=BusType.SYSTEM).connect(), 25.0)
+        bus = await asyncio.wait_for(MessageBus(bus_type=BusType.SYSTEM, negotiate_unix_fd=bool(unix_fds)).connect(),
+                                     25.0)
     except (OSError, DBusError, asyncio.TimeoutError) as error:
         raise OperationFailed(f"cannot connect to the system bus: {error or 'timed out'}") from error
+    loop = asyncio.get_running_loop()
+    if forward_signals_of_run is not None:
+        for number in FORWARDED_SIGNALS:
+            loop.add_signal_handler(number, _forward, bus, forward_signals_of_run, number)
     try:
         for attempt in range(ACTIVATION_TRIES):
             message = Message(destination=api.BUS_NAME, path=api.OBJECT_PATH, interface=api.INTERFACE,
-                              member=method, signature=signature, body=body,
+                              member=method, signature=signature, body=body, unix_fds=unix_fds or [],
                               flags=MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION if interactive else MessageFlag.NONE)
             try:
-                reply = await asyncio.wait_for(bus.call(message), CALL_TIMEOUT)
+                reply = await asyncio.wait_for(bus.call(message), timeout)
             except asyncio.TimeoutError:
                 raise OperationFailed(f"sdoverlay's service did not answer within {CALL_TIMEOUT:.0f} s") from None
             # The bus could not start the service, so the request never
@@ -93,6 +105,9 @@ async def _call(method: str, body: list[Any], interactive: bool) -> Any:
                     and reply.error_name in _ACTIVATION_ERRORS and attempt + 1 < ACTIVATION_TRIES):
                 break
     finally:
+        if forward_signals_of_run is not None:
+            for number in FORWARDED_SIGNALS:
+                loop.remove_signal_handler(number)
         bus.disconnect()
     if reply is None:
         raise OperationFailed("sdoverlay's service sent no reply")
@@ -107,6 +122,22 @@ async def _call(method: str, body: list[Any], interactive: bool) -> Any:
                                   "see the README, 'Install'")
         raise OperationFailed(f"sdoverlay's service failed: {reply.error_name}: {text}")
     return json.loads(reply.body[0])
+
+
+def _forward(bus: MessageBus, name: str, number: int) -> None:
+    message = Message(destination=api.BUS_NAME, path=api.OBJECT_PATH, interface=api.INTERFACE, member="SignalRun",
+                      signature=api.METHODS["SignalRun"][0], body=[name, int(number), {}])
+    asyncio.ensure_future(bus.call(message))
+
+
+def run(name: str, argv: list[str], options: dict[str, Variant], ask_password: bool) -> Any:
+    """`sdoverlay run`: COMMAND (ARGV) in private overlay NAME, with this
+    process's working dir, environment, stdin, stdout and stderr; returns
+    when it exits. Ctrl-C and the like are passed on to it."""
+    body = [name, argv, os.getcwd(), [f"{key}={value}" for key, value in os.environ.items()], 0, 1, 2, options]
+    with polkit_agent(ask_password):
+        return asyncio.run(_call("Run", body, ask_password, unix_fds=[0, 1, 2], timeout=None,
+                                 forward_signals_of_run=name))
 
 
 class Interrupted(SdoverlayError):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 SECTION = "Overlay"
 KEYS = {"Name", "Target", "Source", "ReadOnly", "Size", "Persistent", "KeepOwnership", "AllowSetuid",
-        "AllowWorldWritable"}
+        "AllowWorldWritable", "Private"}
 _BOOLEANS = {"yes": True, "true": True, "on": True, "1": True, "no": False, "false": False, "off": False, "0": False}
 
 

@@ -21,13 +21,15 @@ MESSAGE_IDS = {
     "persisted": "d8199e8f784648fba8e5eaa6ea507fb5",
     "detached": "c5ec40065a344e658dbf6c07a1d24df1",
     "collected": "40f0b8a52c3c4972977370c06f9a004d",
+    "run": "33b3cd2ae18f4e07b66d873ab7549273",
     # Written by the overlay's own content unit, not by the CLI.
     "started": "6a2c0c2aceeb4769aa5a61c222951fa9",
     "stopped": "ed6dcf91a4ab48afb2b6652d8288ff52",
 }
 NOTICE, WARNING, ERR = 5, 4, 3
 PRIORITIES = {"applied": NOTICE, "reset": NOTICE, "removed": NOTICE, "refused": WARNING, "failed": ERR,
-              "persisted": NOTICE, "detached": WARNING, "collected": NOTICE, "started": NOTICE, "stopped": NOTICE}
+              "persisted": NOTICE, "detached": WARNING, "collected": NOTICE, "run": NOTICE, "started": NOTICE,
+              "stopped": NOTICE}
 # The verb recorded for events that the units write themselves.
 UNIT_VERB = "unit"
 

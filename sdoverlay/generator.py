@@ -98,6 +98,9 @@ def parse_dropin(path: str, allowed_roots: tuple[str, ...], mounts: list[mountin
         raise DropinError("Target= is missing")
     if read_only and source is None:
         raise DropinError("ReadOnly=yes needs a Source=")
+    private = dropin.boolean(values, "Private")
+    if private and read_only:
+        raise DropinError("Private=yes and ReadOnly=yes exclude each other")
     try:
         for each in source.split(SOURCE_SEPARATOR) if source else []:
             validate.absolute_path_text(each, "Source=")
@@ -122,7 +125,8 @@ def parse_dropin(path: str, allowed_roots: tuple[str, ...], mounts: list[mountin
         allow_world_writable=dropin.boolean(values, "AllowWorldWritable"),
         persistent=persistent,
         dropin=path,
-        **kinds.mount_plan(target, mountinfo.is_foreign_mount_point(target, mounts)),
+        private=private,
+        **kinds.mount_plan(target, mountinfo.is_foreign_mount_point(target, mounts), private),
     )
 
 

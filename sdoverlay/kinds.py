@@ -10,7 +10,7 @@ if TYPE_CHECKING:
 from sdoverlay import unmounter
 
 
-def mount_plan(target: str, target_taken: bool) -> dict[str, Any]:
+def mount_plan(target: str, target_taken: bool, private: bool = False) -> dict[str, Any]:
     """The spec fields `kind` and `lazy_unmount` for TARGET.
 
     TARGET_TAKEN: TARGET is a mount point already, or systemd has a unit of
@@ -18,7 +18,10 @@ def mount_plan(target: str, target_taken: bool) -> dict[str, Any]:
     (StartTransientUnit would fail with UnitExists), so a service mounts on
     top, and lazily, always: a service whose ExecStop= fails still goes
     down, leaving the overlay mounted and its area unbound.
+
+    PRIVATE: a service too, whose mount is read-only from the moment it
+    appears (sdoverlay.private), which a .mount unit cannot do.
     """
-    if target_taken:
+    if target_taken or private:
         return {"kind": "service", "lazy_unmount": True}
     return {"kind": "mount", "lazy_unmount": unmounter.needs_lazy_unmount(target)}

@@ -2,8 +2,8 @@
 
 glibc 2.36 wraps all of them; Python 3.11 has none of them (os.unshare
 came in 3.12). One place for the calls that change the mount table without
-a mount(8) process: the boot burst (sdoverlay.burst) and the private view
-below an overlay (sdoverlay.changes).
+a mount(8) process: the boot burst (sdoverlay.burst), the private view
+below an overlay (sdoverlay.changes) and private overlays (sdoverlay.private).
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ class Mounter:
     MS_REC = 0x4000
     MS_PRIVATE = 1 << 18
     MNT_DETACH = 2
+    MOUNT_ATTR_RDONLY = 0x1
+    MS_REMOUNT = 32
+    MS_BIND = 4096
 
     def __init__(self) -> None:
         import ctypes
@@ -44,6 +47,34 @@ class Mounter:
             return self._check(self._libc.fsmount(context, self.FSMOUNT_CLOEXEC, 0), "fsmount tmpfs")
         finally:
             os.close(context)
+
+    def read_only_overlay(self, options: str, where: str) -> None:
+        """An overlay on WHERE whose mount is read-only from the moment it is
+        attached, over a writable superblock (its upper dir is written
+        through a writable copy of the mount, in another mount namespace).
+        mount(8) cannot do this: `-o ro` makes the superblock read-only, and
+        a later `remount,bind,ro` would come after other namespaces (those
+        of ProtectSystem= services) had received the mount writable."""
+        context = self._check(self._libc.fsopen(b"overlay", self.FSOPEN_CLOEXEC), "fsopen overlay")
+        try:
+            for option in options.split(","):
+                key, _, value = option.partition("=")
+                self._check(self._libc.fsconfig(context, self.FSCONFIG_SET_STRING, key.encode(), value.encode(), 0),
+                            f"overlay {option}")
+            self._check(self._libc.fsconfig(context, self.FSCONFIG_CMD_CREATE, None, None, 0), "overlay")
+            mount_fd = self._check(self._libc.fsmount(context, self.FSMOUNT_CLOEXEC, self.MOUNT_ATTR_RDONLY),
+                                   "fsmount overlay")
+        finally:
+            os.close(context)
+        try:
+            self.attach(mount_fd, where)
+        finally:
+            os.close(mount_fd)
+
+    def make_writable(self, where: str) -> None:
+        """The mount on WHERE writable, in this mount namespace only (its superblock must be writable)."""
+        self._check(self._libc.mount(b"none", where.encode(), None, self.MS_REMOUNT | self.MS_BIND, None),
+                    f"remount {where} writable")
 
     def attach(self, mount_fd: int, where: str) -> None:
         self._check(self._libc.move_mount(mount_fd, b"", self.AT_FDCWD, where.encode(),

@@ -86,9 +86,11 @@ def check_owner(status: OverlayStatus, caller_uid: int, force: bool, verb: str) 
         )
 
 
-async def mount_plan(systemd: Systemd, target: str) -> dict[str, Any]:
+async def mount_plan(systemd: Systemd, target: str, private: bool = False) -> dict[str, Any]:
     """kinds.mount_plan, with "taken" asked of the kernel and of systemd
     (a recently unmounted path's .mount unit lingers until garbage-collected)."""
+    if private:
+        return kinds.mount_plan(target, target_taken=False, private=True)
     unit = paths.mount_unit_name(target)
     taken = mountinfo.is_mount_point(target, mountinfo.read()) or (await systemd.units_by_name([unit]))[unit].exists
     return kinds.mount_plan(target, taken)

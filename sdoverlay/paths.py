@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 
 AREA_ROOT = "/run/usroverlay"
 PERSISTENT_ROOT = "/var/lib/sdoverlay"
+# What `sdoverlay run` hands its transient unit (sdoverlay.private): root's only.
+RUN_REQUESTS_DIR = "/run/sdoverlay-run"
 # Where systemd has its system generators write units (man:systemd.generator(7)).
 GENERATED_UNITS_DIR = "/run/systemd/generator"
 

@@ -84,6 +84,8 @@ def dropin_text(spec: OverlaySpec, origin: str) -> str:
         f"AllowSetuid={yes_no(spec.allow_setuid)}",
         f"AllowWorldWritable={yes_no(spec.allow_world_writable)}",
     ]
+    if spec.private:
+        lines.append("Private=yes")
     return "\n".join(lines) + "\n"
 
 

@@ -80,6 +80,8 @@ class Service:
             error = as_sdoverlay_error(raised)
             reply = Message.new_error(message, api.error_name(error), error.message)
         finally:
+            for descriptor in message.unix_fds:  # a run's stdio: the unit has its own copies by now
+                os.close(descriptor)
             self._in_flight -= 1
             self._last_request = time.monotonic()
         self._bus.send(reply)
@@ -151,6 +153,12 @@ class Service:
             return await verbs.reset(systemd, caller, authorize, args["name"], force)
         if message.member == "Remove":
             return await verbs.remove(systemd, caller, authorize, args["name"], force)
+        if message.member == "Run":
+            stdio = [message.unix_fds[args[which]] for which in ("stdin", "stdout", "stderr")]
+            return await verbs.run(systemd, caller, authorize, args["name"], list(args["argv"]), args["cwd"],
+                                   list(args["environment"]), stdio, force)
+        if message.member == "SignalRun":
+            return await verbs.signal_run(systemd, caller, args["name"], int(args["signal"]))
         if message.member == "Diff":
             return await verbs.diff(systemd, caller, authorize, args["name"], force)
         if message.member == "Persist":
@@ -183,11 +191,12 @@ class Service:
 
 async def serve() -> int:
     try:
-        bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+        # unix fds: a run's stdin, stdout and stderr come with its request.
+        bus = await MessageBus(bus_type=BusType.SYSTEM, negotiate_unix_fd=True).connect()
     except OSError as error:
         print(f"sdoverlay-service: cannot connect to the system bus: {error}", file=sys.stderr)
         return 1
-    async with Systemd.connect() as systemd:
+    async with Systemd.connect(unix_fds=True) as systemd:
         service = Service(bus, systemd)
         bus.add_message_handler(service.on_message)
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, service.stop_when_idle)

@@ -81,6 +81,9 @@ class OverlaySpec:
     # survives reboots; the overlay comes back at boot from its drop-in.
     persistent: bool = False
     dropin: str = ""  # the drop-in file a generated overlay comes from
+    # Private: writable only for `sdoverlay run NAME -- COMMAND`; mounted
+    # read-only for every other process (sdoverlay.private).
+    private: bool = False
 
     @property
     def in_burst(self) -> bool:
@@ -196,6 +199,7 @@ class OverlaySpec:
             "allow-world-writable": _yes_no(self.allow_world_writable),
             "persistent": _yes_no(self.persistent),
             "dropin": self.dropin,
+            "private": _yes_no(self.private),
         }
 
     @property
@@ -245,6 +249,7 @@ def spec_from_metadata(found: dict[str, str]) -> OverlaySpec | None:
             allow_world_writable=found.get("allow-world-writable") == "yes",
             persistent=found.get("persistent") == "yes",
             dropin=found.get("dropin", ""),
+            private=found.get("private") == "yes",
         )
     except (KeyError, ValueError):
         return None

@@ -61,6 +61,7 @@ class OverlayStatus:
             "allow_world_writable": spec.allow_world_writable,
             "persistent": spec.persistent,
             "dropin": spec.dropin or None,
+            "private": spec.private,
         }
 
 

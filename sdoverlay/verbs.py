@@ -13,13 +13,16 @@ Each verb returns a JSON-ready dict (or list) that the CLI prints.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sdoverlay import audit, batch, collect, config, content, holders, lock, overlays, persistence, sizes, validate
+from sdoverlay import audit, batch, collect, config, content, holders, lock, overlays, paths, persistence, sizes, validate
 from sdoverlay.bus import Systemd
+from sdoverlay.dbusnext import Variant
 from sdoverlay.errors import (
     ExitCode,
+    InvalidInput,
     LimitExceeded,
     NotFound,
     OperationFailed,
@@ -126,6 +129,7 @@ class CreateRequest:
     allow_setuid: bool
     allow_world_writable: bool
     keep_ownership: bool
+    private: bool
     limits: config.Config
 
 
@@ -136,6 +140,11 @@ async def _checked_request(caller: Caller, authorize: Authorize, verb: str, name
     size = str(options.get("size", DEFAULT_SIZE))
     hotfix = bool(options.get("hotfix", False))
     allow_setuid = bool(options.get("allow_setuid", False))
+    read_only = bool(options.get("read_only", False))
+    private = bool(options.get("private", False))
+    if private and read_only:
+        raise InvalidInput("--private and --read-only exclude each other: a private overlay is writable for "
+                           "'sdoverlay run' and read-only for everyone else")
     validate.name(name)
     validate.size(size)
     limits = config.load()
@@ -145,7 +154,7 @@ async def _checked_request(caller: Caller, authorize: Authorize, verb: str, name
     if allow_setuid:
         await authorize(ACTION_ALLOW_SETUID, details)
     return CreateRequest(verb=verb, name=name, target=resolved_target, source=source,
-                         read_only=bool(options.get("read_only", False)), size=size, hotfix=hotfix,
+                         read_only=read_only, size=size, hotfix=hotfix, private=private,
                          allow_setuid=allow_setuid, allow_world_writable=bool(options.get("allow_world_writable", False)),
                          keep_ownership=bool(options.get("keep_ownership", False)), limits=limits)
 
@@ -163,7 +172,7 @@ async def _create_locked(systemd: Systemd, caller: Caller, request: CreateReques
         keep_ownership=request.keep_ownership, allow_setuid=request.allow_setuid,
         allow_world_writable=request.allow_world_writable,
         persistent=request.hotfix, dropin=persistence.dropin_path(request.name) if request.hotfix else "",
-        **(await overlays.mount_plan(systemd, request.target)),
+        private=request.private, **(await overlays.mount_plan(systemd, request.target, request.private)),
     )
     return await (persistence.hotfix(systemd, spec) if request.hotfix else overlays.apply(systemd, spec))
 
@@ -310,6 +319,108 @@ async def diff(systemd: Systemd, caller: Caller, authorize: Authorize, name: str
         lines = errors.decode(errors="replace").strip().splitlines()
         raise OperationFailed(lines[-1] if lines else f"cannot compare overlay {name}: exit status {helper.returncode}")
     return {"name": name, "target": status.spec.target, "changes": json.loads(output)}
+
+
+RUN_POLL = 0.2  # how often a run's unit is looked at; the command's own time dominates
+
+
+def run_unit_name(name: str, caller: Caller) -> str:
+    """The transient unit of `sdoverlay run NAME` by CALLER's process: one at a time per process."""
+    return f"sdoverlay-run-{name}-{caller.pid}.service"
+
+
+async def run(systemd: Systemd, caller: Caller, authorize: Authorize, name: str, argv: list[str], cwd: str,
+              environment: list[str], stdio: list[int], force: bool) -> dict[str, Any]:
+    """`sdoverlay run NAME -- COMMAND`: COMMAND as the caller, in a mount
+    namespace where private overlay NAME is writable (sdoverlay.private), in
+    a transient unit of its own with the caller's stdin, stdout and stderr;
+    returns when it exits, with its exit status. Audited: run writes to an
+    overlay that is read-only to everyone else."""
+    import json
+    import os
+
+    unit = run_unit_name(name, caller)
+
+    async def started() -> tuple[dict[str, Any], list[audit.Event]]:
+        if not argv:
+            raise InvalidInput("run needs a COMMAND after --")
+        status = await _owned(systemd, caller, authorize, name, force, "run")
+        spec = status.spec
+        if not spec.private:
+            raise InvalidInput(f"overlay {name!r} is not private (--private): every process may write to it already")
+        if status.state != "active":
+            raise OperationFailed(f"overlay {name!r} is {status.state}, not active")
+        gid, groups = content.credentials(caller.owner_uid)
+        os.makedirs(paths.RUN_REQUESTS_DIR, mode=0o700, exist_ok=True)
+        request_file = f"{paths.RUN_REQUESTS_DIR}/{unit}.json"
+        descriptor = os.open(request_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            json.dump({"target": spec.target, "uid": caller.owner_uid, "gid": gid, "groups": groups, "cwd": cwd,
+                       "environment": dict(entry.split("=", 1) for entry in environment if "=" in entry),
+                       "argv": argv}, file)
+        python = sys.executable
+        properties = [
+            ["Description", Variant("s", f"sdoverlay run in overlay {name}: {' '.join(argv)[:200]}")],
+            ["Type", Variant("s", "exec")],
+            # Kept after COMMAND exits, so that its exit status can be read.
+            ["RemainAfterExit", Variant("b", True)],
+            ["ExecStart", Variant("a(sasb)", [[python, [python, "-I", "-m", "sdoverlay.private", "run", request_file],
+                                               False]])],
+            ["StandardInputFileDescriptor", Variant("h", 0)],
+            ["StandardOutputFileDescriptor", Variant("h", 1)],
+            ["StandardErrorFileDescriptor", Variant("h", 2)],
+        ]
+        try:
+            result = await systemd.start_transient_unit(unit, properties, unix_fds=stdio)
+        except BaseException:
+            if os.path.lexists(request_file):
+                os.unlink(request_file)
+            raise
+        if result != "done":
+            raise OperationFailed(f"cannot run in overlay {name!r}: {unit} {result}")
+        return {"name": name, "unit": unit}, [_spec_event(caller, "run", "run", spec, " ".join(argv)[:500])]
+
+    outcome = await audited(caller, "run", {"name": name}, started)
+    return {**outcome, **await _wait_for_run(systemd, unit)}
+
+
+async def _wait_for_run(systemd: Systemd, unit: str) -> dict[str, Any]:
+    """Wait for the run's COMMAND to exit; its exit status (or signal); the unit gone."""
+    import asyncio
+
+    from sdoverlay.bus import SERVICE
+
+    while True:
+        state = (await systemd.units_by_name([unit]))[unit]
+        if state.active == "failed" or state.sub == "exited" or not state.exists:
+            break
+        await asyncio.sleep(RUN_POLL)
+    path = await systemd.unit_path(unit)
+    code = status = None
+    if path is not None:
+        code = await systemd.unit_property(path, SERVICE, "ExecMainCode")
+        status = await systemd.unit_property(path, SERVICE, "ExecMainStatus")
+    if state.active == "failed":
+        await systemd.reset_failed_unit(unit)
+    else:
+        await systemd.stop_unit(unit)
+    # ExecMainCode is a CLD_* code: 1 exited (status: its exit status), 2
+    # killed and 3 dumped (status: the signal).
+    signal = status if code in (2, 3) else None
+    return {"exit_status": status if code == 1 else (128 + status if signal else 1), "signal": signal}
+
+
+async def signal_run(systemd: Systemd, caller: Caller, name: str, signal: int) -> dict[str, Any]:
+    """Pass SIGNAL (the CLI's Ctrl-C, SIGTERM, SIGHUP) on to the caller's own run of NAME."""
+    import signal as signals
+
+    if signal not in (signals.SIGINT, signals.SIGTERM, signals.SIGHUP, signals.SIGQUIT):
+        raise InvalidInput(f"signal {signal} is not passed on to a run")
+    unit = run_unit_name(name, caller)
+    if not (await systemd.units_by_name([unit]))[unit].exists:
+        raise NotFound(f"no run of overlay {name!r} by process {caller.pid}")
+    await systemd.kill_unit(unit, signal)
+    return {"name": name, "unit": unit, "signal": signal}
 
 
 async def _remove_leftovers(systemd: Systemd, name: str) -> list[str]:

@@ -121,7 +121,12 @@ def context(spec: OverlaySpec, python: str = sys.executable) -> dict[str, str]:
         "dropin": unit_escape(spec.dropin),
         "area_options": unit_escape(spec.area_options),
         "overlay_options_text": unit_escape(spec.overlay_options),
-        "overlay_options_arg": exec_quote(spec.overlay_options),
+        # A private overlay's mount is read-only from the start, which takes
+        # the new mount API (sdoverlay.private), not mount(8).
+        "mount_command": (f"{exec_quote(python)} -m sdoverlay.private mount {exec_quote(spec.metadata_options)}"
+                          if spec.private else
+                          f"/usr/bin/mount -t overlay overlay -o {exec_quote(spec.overlay_options)} "
+                          f"{exec_quote(spec.target)}"),
         "copy_source": copy_source,
         **_writable_layer_commands(spec),
         **audit_commands(spec),
