@@ -465,19 +465,22 @@ def diff(name: str, summary: bool, force: bool, no_ask_password: bool, as_json: 
 @cli.command(epilog=EXIT_CODES_HELP)
 @click.argument("name")
 @click.argument("destination")
+@click.option("--format", "image_format", type=click.Choice(["directory", "raw"]), default="directory",
+              show_default=True, help="A directory, or a raw disk image (DDI) built with systemd-repart (255+).")
 @click.option("--version", "version", metavar="V", help="The extension's own version (SYSEXT_VERSION_ID=).")
 @click.option("--ignore-deletions", is_flag=True,
               help="Export although the overlay deleted paths (an extension cannot delete; they are left out).")
 @force_option
 @ask_option
 @json_option
-def export(name: str, destination: str, version: str | None, ignore_deletions: bool, force: bool,
+def export(name: str, destination: str, image_format: str, version: str | None, ignore_deletions: bool, force: bool,
            no_ask_password: bool, as_json: bool) -> None:
     """Write what overlay NAME changed as a system extension in DESTINATION.
 
     DESTINATION (a new directory; its base name names the extension) is what
     `systemd-sysext merge` takes from /var/lib/extensions: the changed files
     under usr/ (or opt/) and an extension-release file matching this host.
+    With --format=raw, DESTINATION (NAME.raw) is a disk image of the same.
     Only overlays on /usr or /opt can be exported. An extension cannot delete
     files: an overlay that deleted some is refused, with their list, unless
     --ignore-deletions.
@@ -488,7 +491,7 @@ def export(name: str, destination: str, version: str | None, ignore_deletions: b
     found = _changes(name, force, no_ask_password)
     try:
         outcome = exporting.export(name, found["target"], [changes.change_from_json(entry) for entry in found["changes"]],
-                                   destination, version, ignore_deletions)
+                                   destination, version, ignore_deletions, image_format)
     except Exception as raised:  # noqa: BLE001 - one line, never a traceback
         _die(as_sdoverlay_error(raised))
     if as_json:

@@ -41,6 +41,10 @@ ARCHITECTURES = {"x86_64": "x86-64", "i686": "x86", "i586": "x86", "aarch64": "a
                  "ppc64le": "ppc64-le", "ppc64": "ppc64", "s390x": "s390x", "riscv64": "riscv64",
                  "loongarch64": "loongarch64"}
 COPIED_TYPES = ("file", "dir", "symlink")
+FORMATS = ("directory", "raw")
+# What `systemd-repart --make-ddi=sysext` builds from (systemd 255 and newer).
+SYSEXT_DEFINITIONS = "/usr/lib/systemd/repart/definitions/sysext.repart.d"
+RAW_SINCE_SYSTEMD = 255
 EXTENSION_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 
 
@@ -50,9 +54,14 @@ def check_target(name: str, target: str) -> None:
                            f"{' or '.join(HIERARCHIES)}, the trees a system extension can carry")
 
 
-def extension_name(destination: str) -> str:
-    """DEST's base name, which names the extension (systemd-sysext's image names)."""
+def extension_name(destination: str, image_format: str = "directory") -> str:
+    """DEST's base name, which names the extension (systemd-sysext's image
+    names); a raw image's without its .raw."""
     base = os.path.basename(os.path.normpath(destination))
+    if image_format == "raw":
+        if not base.endswith(".raw"):
+            raise InvalidInput(f"cannot export to {destination}: a raw image's name ends in .raw")
+        base = base[:-len(".raw")]
     if not EXTENSION_NAME.fullmatch(base):
         raise InvalidInput(f"cannot export to {destination}: its base name names the extension: "
                            "1-64 characters of A-Z a-z 0-9 _ - ., not starting with '-' or '.'")
@@ -147,12 +156,55 @@ def _missing_dirs(path: str) -> list[str]:
     return missing
 
 
+def check_raw_possible() -> str:
+    """The systemd-repart that builds raw images here, or why there is none."""
+    import subprocess
+
+    repart = shutil.which("systemd-repart")
+    if repart is None:
+        raise InvalidInput("cannot build a raw image here: systemd-repart is not installed (it builds them since "
+                           f"systemd {RAW_SINCE_SYSTEMD}); use --format=directory")
+    first = subprocess.run([repart, "--version"], capture_output=True, text=True, check=False).stdout.split()
+    version = int(first[1]) if len(first) > 1 and first[1].isdigit() else 0
+    if version < RAW_SINCE_SYSTEMD or not os.path.isdir(SYSEXT_DEFINITIONS):
+        raise InvalidInput(f"cannot build a raw image here: systemd-repart {version or '(unknown version)'} cannot "
+                           f"make system extension images (systemd {RAW_SINCE_SYSTEMD} or newer can); "
+                           "use --format=directory")
+    return repart
+
+
+def _build_raw(repart: str, tree: str, image: str) -> None:
+    """IMAGE, a DDI of TREE, as `systemd-repart --make-ddi=sysext` makes it
+    (its definitions: an erofs root partition and its verity hashes), but
+    without the verity signature partition, which needs a signing key
+    (--make-ddi=sysext refuses without one, and takes no --definitions=):
+    systemd-sysext's default image policy accepts unsigned verity."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix=".sdoverlay-repart.") as definitions:
+        for entry in sorted(os.listdir(SYSEXT_DEFINITIONS)):
+            with open(os.path.join(SYSEXT_DEFINITIONS, entry), encoding="utf-8") as file:
+                text = file.read()
+            if "Verity=signature" not in text:
+                with open(os.path.join(definitions, entry), "w", encoding="utf-8") as copy:
+                    copy.write(text)
+        completed = subprocess.run(
+            [repart, "--empty=create", "--size=auto", "--offline=yes", "--dry-run=no", "--no-pager",
+             f"--definitions={definitions}", f"--copy-source={tree}", image],
+            capture_output=True, text=True, check=False)
+    if completed.returncode != 0:
+        lines = [line for line in completed.stderr.splitlines() if line.strip()]
+        raise OperationFailed(f"systemd-repart could not build {image}: {lines[-1] if lines else 'failed'}")
+
+
 def export(name: str, target: str, found: list[Change], destination: str, version: str | None,
-           ignore_deletions: bool) -> dict[str, Any]:
+           ignore_deletions: bool, image_format: str = "directory") -> dict[str, Any]:
     """Write the extension to DESTINATION (which must not exist); on any
     failure nothing of it is left."""
     check_target(name, target)
-    extension = extension_name(destination)
+    extension = extension_name(destination, image_format)
+    repart = check_raw_possible() if image_format == "raw" else None
     if os.path.lexists(destination):
         raise Conflict(f"cannot export to {destination}: it exists already")
     cannot = deletions(found)
@@ -165,22 +217,38 @@ def export(name: str, target: str, found: list[Change], destination: str, versio
         raise InvalidInput(f"cannot export overlay {name!r}: only files, dirs and symlinks are exported, not "
                            + ", ".join(unsupported))
     copied = [change for change in found if change.change != changes.DELETED]
-    made = _missing_dirs(os.path.abspath(destination))  # /var/lib/extensions may not exist yet
+    # DEST and the parents it lacks (/var/lib/extensions may not exist yet),
+    # outermost first. A raw image's tree is made beside it, and removed
+    # once the image is built.
+    parents = _missing_dirs(os.path.abspath(destination))[:-1]
+    tree = (os.path.join(os.path.dirname(os.path.abspath(destination)), f".{extension}.sdoverlay-tree")
+            if repart else destination)
     try:
-        for path in made:
+        for path in parents:
             os.mkdir(path, 0o755)
+        if os.path.lexists(tree):  # a killed export's
+            shutil.rmtree(tree)
+        os.mkdir(tree, 0o755)
         for change in copied:
-            _copy(change, destination)
-        release = os.path.join(destination, RELEASE_DIR, f"extension-release.{extension}")
+            _copy(change, tree)
+        release = os.path.join(tree, RELEASE_DIR, f"extension-release.{extension}")
         os.makedirs(os.path.dirname(release), mode=0o755, exist_ok=True)
         with open(release, "w", encoding="utf-8") as file:
             file.write(release_text(version))
+        if repart:
+            _build_raw(repart, tree, destination)
+            shutil.rmtree(tree)
+            release = f"{destination}:/{RELEASE_DIR}/extension-release.{extension}"
     except BaseException as raised:
-        shutil.rmtree(made[0] if made else destination, ignore_errors=True)
+        shutil.rmtree(tree, ignore_errors=True)
+        if repart and os.path.lexists(destination):
+            os.unlink(destination)
+        if parents:
+            shutil.rmtree(parents[0], ignore_errors=True)
         if isinstance(raised, OSError):
             raise OperationFailed(f"cannot export overlay {name!r} to {destination}: "
                                   f"{raised.filename or ''}: {raised.strerror}") from raised
         raise
-    return {"name": name, "target": target, "destination": os.path.abspath(destination), "extension": extension,
-            "release_file": release, "paths": len(copied),
+    return {"name": name, "target": target, "destination": os.path.abspath(destination), "format": image_format,
+            "extension": extension, "release_file": release, "paths": len(copied),
             "bytes": sum(change.size for change in copied), "ignored_deletions": cannot}

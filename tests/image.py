@@ -18,6 +18,8 @@ SUITE = "trixie"
 PACKAGES = [
     "systemd", "systemd-sysv", "dbus", "polkitd", "python3", "python3-click", "python3-dbus-next",
     "python3-systemd", "util-linux", "mount",
+    # export --format=raw: systemd-repart, with erofs and dm-verity.
+    "systemd-repart", "erofs-utils", "libcryptsetup12",
 ]
 CACHE = REPO / ".cache" / f"debian-{SUITE}"
 

@@ -144,3 +144,14 @@ def test_export_is_merged_by_systemd_sysext(bed: Container) -> None:
     bed.run(["systemd-sysext", "unmerge"])
     assert bed.sh(f"ls {DOC}/new.txt {DOC}/made 2>/dev/null || echo gone").stdout == "gone\n"
     assert "exported-line" not in bed.sh(f"cat {DOC}/bash/copyright").stdout
+
+
+def test_raw_export_is_refused_where_systemd_cannot_build_it(bed: Container) -> None:
+    """systemd 252 has no systemd-repart --make-ddi: a clear refusal, nothing written."""
+    bed.sdoverlay("unlock", DOC, "--name", "raw", check=True)
+    bed.sh(f"echo x > {DOC}/x.txt")
+    result = bed.sdoverlay("export", "raw", "/var/lib/extensions/raw.raw", "--format=raw")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("sdoverlay: cannot build a raw image here: systemd-repart ")
+    assert result.stderr.endswith("use --format=directory\n") and result.stderr.count("\n") == 1
+    assert bed.sh("ls -d /var/lib/extensions 2>/dev/null || true").stdout == ""

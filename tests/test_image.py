@@ -61,3 +61,51 @@ def test_user_story_on_systemd_257(debian13: Container) -> None:
     assert json.loads(bed.sdoverlay("list", "--json", check=True).stdout) == []
     units = bed.run(["systemctl", "list-units", "--all", "--plain", "--no-legend", "*usroverlay*"]).stdout
     assert units.strip() == ""
+
+
+# The root partition of a DDI, found by the erofs magic at 1024 bytes into
+# it (its GPT type differs per architecture), copied out for fsck.erofs.
+EROFS_ROOT_OF_DDI = """
+import struct, sys
+image, out = sys.argv[1], sys.argv[2]
+with open(image, "rb") as f:
+    f.seek(512)
+    lba, count, size = struct.unpack_from("<QII", f.read(92), 72)
+    f.seek(lba * 512)
+    table = f.read(count * size)
+    for i in range(count):
+        first, last = struct.unpack_from("<QQ", table, i * size + 32)
+        if first == 0:
+            continue
+        f.seek(first * 512 + 1024)
+        if f.read(4) == bytes.fromhex("e2e1f5e0"):
+            f.seek(first * 512)
+            open(out, "wb").write(f.read((last - first + 1) * 512))
+            sys.exit(0)
+sys.exit("no erofs partition in " + image)
+"""
+
+
+def test_export_as_a_raw_image_on_systemd_257(debian13: Container) -> None:
+    """export --format=raw: a DDI as systemd-repart's sysext definitions make
+    it, whose root file system holds the overlay's files and its release file.
+    (systemd-sysext merge of a raw image needs loop devices, which the
+    container does not have: the directory format's merge is tested on the
+    252 test bed, tests/test_diff_export.py.)"""
+    bed = debian13
+    bed.sdoverlay("unlock", "/usr/share/doc", "--name", "ex", check=True)
+    bed.sh("echo new > /usr/share/doc/new.txt && mkdir /usr/share/doc/made && echo deep > /usr/share/doc/made/f")
+    outcome = json.loads(bed.sdoverlay("export", "ex", "/var/lib/extensions/ex.raw", "--format=raw", "--json",
+                                       check=True).stdout)
+    assert outcome["format"] == "raw" and outcome["extension"] == "ex" and outcome["paths"] == 3
+    assert bed.sh("ls -A /var/lib/extensions").stdout == "ex.raw\n"  # its tree is gone
+    bed.run(["python3", "-c", EROFS_ROOT_OF_DDI, "/var/lib/extensions/ex.raw", "/tmp/root.erofs"])
+    bed.run(["fsck.erofs", "--extract=/tmp/root", "/tmp/root.erofs"])
+    assert bed.sh("cat /tmp/root/usr/share/doc/new.txt /tmp/root/usr/share/doc/made/f").stdout == "new\ndeep\n"
+    release = bed.sh("cat /tmp/root/usr/lib/extension-release.d/extension-release.ex").stdout
+    assert release.startswith("ID=debian\nVERSION_ID=13\n") and "ARCHITECTURE=" in release
+
+    refused = bed.sdoverlay("export", "ex", "/var/lib/extensions/ex2", "--format=raw")
+    assert refused.returncode == 2 and refused.stderr == (
+        "sdoverlay: cannot export to /var/lib/extensions/ex2: a raw image's name ends in .raw\n")
+    bed.sdoverlay("remove", "ex", check=True)
