@@ -32,10 +32,55 @@ EXIT_CODES_HELP = (
 )
 
 
+class _Output:
+    """How this command prints, set by the options every verb shares
+    (systemd's: --json=MODE, --no-legend, --no-pager, -q)."""
+
+    json_mode = "off"  # pretty, short (one line) or off (text)
+    legend = True  # table headers and closing counts
+    pager = True  # long text through a pager, on a terminal
+    quiet = False  # no success message of a changing verb
+
+
+OUTPUT = _Output()
+JSON_MODES = ("pretty", "short", "off")
+
+
 def _print_json(value: Any) -> None:
     import json  # 4 ms of every start when imported at the top (issue 9)
 
-    click.echo(json.dumps(value, indent=2))
+    if OUTPUT.json_mode == "short":
+        click.echo(json.dumps(value, separators=(",", ":")))
+    else:
+        click.echo(json.dumps(value, indent=2))
+
+
+def _say(text: str) -> None:
+    """A changing verb's message of success: not with -q."""
+    if not OUTPUT.quiet:
+        click.echo(text)
+
+
+def _show(lines: list[str]) -> None:
+    """Text output, through a pager where systemctl would use one: on a
+    terminal, when longer than it is high, unless --no-pager. The pager is
+    $SYSTEMD_PAGER, $PAGER or less (with $SYSTEMD_LESS, default FRSXMK, as
+    systemd's tools run it); an empty one or "cat" turns paging off."""
+    import shutil
+
+    text = "\n".join(lines) + "\n" if lines else ""
+    pager = os.environ.get("SYSTEMD_PAGER", os.environ.get("PAGER", "less"))
+    if (not OUTPUT.pager or not sys.stdout.isatty() or pager in ("", "cat")
+            or len(lines) < shutil.get_terminal_size().lines):
+        click.echo(text, nl=False)
+        return
+    import subprocess
+
+    environment = {**os.environ, "LESS": os.environ.get("SYSTEMD_LESS", "FRSXMK")}
+    try:
+        subprocess.run(["/bin/sh", "-c", pager], input=text, text=True, env=environment, check=False)
+    except OSError:
+        click.echo(text, nl=False)
 
 
 def _die(error: SdoverlayError) -> NoReturn:
@@ -110,7 +155,7 @@ def _emit(status: dict[str, Any], as_json: bool, verb: str) -> None:
     target = status["target"]
     what = f"{status['source']} on {target}" if status["source"] else f"empty writable layer on {target}"
     mode = "read-only" if status["read_only"] else "private" if status["private"] else "writable"
-    click.echo(f"{verb} overlay {status['name']!r}: {what} ({mode}, {status['state']}, units {', '.join(status['units'])})")
+    _say(f"{verb} overlay {status['name']!r}: {what} ({mode}, {status['state']}, units {', '.join(status['units'])})")
 
 
 def _on_behalf_of() -> int | None:
@@ -133,7 +178,7 @@ def main() -> None:
     """Entry point: click's usage errors become one line too, with exit code 2;
     anything unforeseen one line with exit code 1, never a traceback."""
     try:
-        cli.main(prog_name="sdoverlay", standalone_mode=False)
+        cli.main(args=bare_json_is_pretty(sys.argv[1:]), prog_name="sdoverlay", standalone_mode=False)
     except click.UsageError as error:
         command = error.ctx.command_path if error.ctx else "sdoverlay"
         message = f"{error.format_message()} (see '{command} --help')"
@@ -156,7 +201,43 @@ def main() -> None:
 
 CHANGING_VERBS = ("apply", "unlock", "reset", "remove", "persist", "gc")
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def _set(attribute: str) -> Any:
+    def store(_context: click.Context, _parameter: click.Parameter, value: Any) -> Any:
+        setattr(OUTPUT, attribute, value)
+        return value
+
+    return store
+
+
+def _set_json(_context: click.Context, _parameter: click.Parameter, value: str) -> bool:
+    OUTPUT.json_mode = value
+    return value != "off"
+
+
+def json_option(function: Any) -> Any:
+    """--json[=pretty|short|off], --no-legend, --no-pager and -q/--quiet, as systemd's tools have them."""
+    for option in reversed((
+        click.option("--json", "as_json", type=click.Choice(JSON_MODES), default="off", callback=_set_json,
+                     metavar="[=pretty|short|off]", help="Print JSON: pretty (a bare --json), short (one line) or off (text)."),
+        click.option("--no-legend", is_flag=True, expose_value=False, callback=_set("legend"),
+                     help="No table headers and closing counts.", flag_value=False, default=True),
+        click.option("--no-pager", is_flag=True, expose_value=False, callback=_set("pager"),
+                     help="Do not pipe long output into a pager.", flag_value=False, default=True),
+        click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_set("quiet"),
+                     help="No message on success (errors are still said)."),
+    )):
+        function = option(function)
+    return function
+
+
+def bare_json_is_pretty(args: list[str]) -> list[str]:
+    """A bare --json means --json=pretty, as before --json took a mode. (click
+    would take the next argument as the mode, as in `--json NAME`.) Not in
+    the COMMAND of `run`, nor after a --."""
+    if args[:1] == ["run"]:
+        return args
+    end = args.index("--") if "--" in args else len(args)
+    return [("--json=pretty" if arg == "--json" else arg) for arg in args[:end]] + args[end:]
 force_option = click.option("--force", is_flag=True, help="Act on an overlay that belongs to another user.")
 ask_option = click.option("--no-ask-password", "no_ask_password", is_flag=True,
                           help="Do not ask for a password (no polkit agent, no interactive authorization).")
@@ -234,7 +315,8 @@ def _apply_batch(path: str, no_ask_password: bool, as_json: bool) -> None:
         return
     for status in created:
         _emit(status, False, "applied" if status["source"] else "unlocked")
-    click.echo(f"{len(created)} overlay(s) created.")
+    if OUTPUT.legend:
+        _say(f"{len(created)} overlay(s) created.")
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
@@ -266,7 +348,8 @@ def list_(uid: int | None, as_json: bool) -> None:
     if as_json:
         _print_json([s.to_json() for s in found])
         return
-    rows = [("NAME", "TARGET", "SOURCE", "OWNER", "MODE", "STATE", "USED", "LIMIT", "CREATED", "DROP-IN")]
+    legend = ("NAME", "TARGET", "SOURCE", "OWNER", "MODE", "STATE", "USED", "LIMIT", "CREATED", "DROP-IN")
+    rows = [legend]
     for status in found:
         spec = status.spec
         rows.append((
@@ -276,13 +359,13 @@ def list_(uid: int | None, as_json: bool) -> None:
             sizes.human_bytes(status.area_used_bytes), sizes.human_bytes(status.size_limit_bytes), spec.created_at,
             spec.dropin or "-",
         ))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
-    for status in found:
-        if status.problem:
-            click.echo(f"{status.spec.name}: {status.state}: {status.problem}")
-    click.echo(f"\n{len(found)} overlay(s).")
+    widths = [max(len(row[i]) for row in rows) for i in range(len(legend))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+             for row in (rows if OUTPUT.legend else rows[1:])]
+    lines += [f"{status.spec.name}: {status.state}: {status.problem}" for status in found if status.problem]
+    if OUTPUT.legend:
+        lines += ["", f"{len(found)} overlay(s)."]
+    _show(lines)
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
@@ -316,13 +399,13 @@ def status(name: str, as_json: bool) -> None:
     ]
     rows += [("Units" if index == 0 else "", f"{unit['unit']} {unit['active']}")
              for index, unit in enumerate(found["unit_states"])]
-    click.echo(f"{found['name']} - overlay on {found['target']}")
-    for label, value in rows:
-        click.echo(f"{label:>9}: {value}" if label else f"{'':>9}  {value}")
+    lines = [f"{found['name']} - overlay on {found['target']}"]
+    lines += [f"{label:>9}: {value}" if label else f"{'':>9}  {value}" for label, value in rows]
     if found["events"]:
-        click.echo("")
-    for entry in found["events"]:
-        click.echo(f"{entry['time']}  {entry['event']} {entry['verb']} uid={entry['caller_uid']} {entry['result']}")
+        lines.append("")
+    lines += [f"{entry['time']}  {entry['event']} {entry['verb']} uid={entry['caller_uid']} {entry['result']}"
+              for entry in found["events"]]
+    _show(lines)
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
@@ -366,7 +449,7 @@ def remove(name: str | None, every: bool, uid: int | None, force: bool, no_ask_p
         if as_json:
             _print_json(outcome)
         else:
-            click.echo(_removed_text(name, outcome))
+            _say(_removed_text(name, outcome))
         return
     from sdoverlay import client
     from sdoverlay.status import list_all
@@ -387,11 +470,12 @@ def remove(name: str | None, every: bool, uid: int | None, force: bool, no_ask_p
             click.echo(f"sdoverlay: {error.message}", err=True)
             continue
         if not as_json:
-            click.echo(_removed_text(each, outcomes[-1]))
+            _say(_removed_text(each, outcomes[-1]))
     if as_json:
         _print_json(outcomes)
     else:
-        click.echo(f"{len(names) - len(failures)} of {len(names)} overlay(s) removed.")
+        if OUTPUT.legend:
+            _say(f"{len(names) - len(failures)} of {len(names)} overlay(s) removed.")
     if failures:
         sys.exit(failures[0].exit_code)
 
@@ -458,8 +542,7 @@ def diff(name: str, summary: bool, force: bool, no_ask_password: bool, as_json: 
     if as_json:
         _print_json([change.to_json() for change in found])
         return
-    for change in found:
-        click.echo(f"{changes.LETTERS[change.change]} {change.path}")
+    _show([f"{changes.LETTERS[change.change]} {change.path}" for change in found])
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
@@ -498,7 +581,7 @@ def export(name: str, destination: str, image_format: str, version: str | None, 
         _print_json(outcome)
         return
     skipped = f"; left out {len(outcome['ignored_deletions'])} deletion(s)" if outcome["ignored_deletions"] else ""
-    click.echo(f"exported overlay {name!r} to {outcome['destination']}: extension {outcome['extension']!r}, "
+    _say(f"exported overlay {name!r} to {outcome['destination']}: extension {outcome['extension']!r}, "
                f"{outcome['paths']} path(s), {sizes.human_bytes(outcome['bytes'])}{skipped}")
 
 
@@ -540,14 +623,16 @@ def log(name: str | None, as_json: bool) -> None:
     if as_json:
         _print_json(history)
         return
+    lines = []
     for entry in history:
         owner = f"uid={entry['owner_uid']}" if entry["owner_uid"] is not None else "uid=-"
         line = f"{entry['time']}  {entry['event']:8s} {entry['verb']:6s} {entry['name'] or '-'}  {entry['target'] or '-'}  {owner}"
         if entry["result"] != "ok":
             line += f"  {entry['result']}"
-        click.echo(line)
+        lines.append(line)
     if not history:
-        click.echo("no sdoverlay events in the journal" + (f" for {name!r}" if name else ""))
+        lines.append("no sdoverlay events in the journal" + (f" for {name!r}" if name else ""))
+    _show(lines)
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
@@ -570,6 +655,7 @@ def gc(dry_run: bool, remove_orphaned_state: bool, no_ask_password: bool, as_jso
         return
     verbs_text = {"removed": "removed", "would-remove": "would remove", "kept": "left alone"}
     for result in results:
-        click.echo(f"{verbs_text[result['action']]}: {result['what']} ({result['reason']})")
+        _say(f"{verbs_text[result['action']]}: {result['what']} ({result['reason']})")
     removed = sum(1 for result in results if result["action"] != "kept")
-    click.echo(f"{removed} item(s) {'to remove' if dry_run else 'removed'}, {len(results) - removed} left alone.")
+    if OUTPUT.legend:
+        _say(f"{removed} item(s) {'to remove' if dry_run else 'removed'}, {len(results) - removed} left alone.")
