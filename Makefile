@@ -14,7 +14,13 @@ UNIT_DIR ?= $(PREFIX)/lib/systemd/system
 DBUS_SERVICES_DIR ?= $(PREFIX)/share/dbus-1/system-services
 DBUS_POLICY_DIR ?= $(PREFIX)/share/dbus-1/system.d
 POLKIT_ACTIONS_DIR ?= $(PREFIX)/share/polkit-1/actions
+BASH_COMPLETION_DIR ?= $(PREFIX)/share/bash-completion/completions
+ZSH_COMPLETION_DIR ?= $(PREFIX)/share/zsh/vendor-completions
+FISH_COMPLETION_DIR ?= $(PREFIX)/share/fish/vendor_completions.d
 PYTHON ?= /usr/bin/python3
+# click writes each shell's completion script, which asks sdoverlay itself
+# (_SDOVERLAY_COMPLETE=...) for verbs, options and overlay names on Tab.
+COMPLETE = _SDOVERLAY_COMPLETE=$(1)_source PYTHONPATH=. $(PYTHON) -m sdoverlay
 
 PACKAGE_FILES := $(wildcard sdoverlay/*.py sdoverlay/units/*.py sdoverlay/units/*.mount sdoverlay/units/*.service)
 
@@ -34,3 +40,7 @@ install:
 	install -D -m 0644 systemd/org.sdoverlay.Overlays1.service "$(DESTDIR)$(DBUS_SERVICES_DIR)/org.sdoverlay.Overlays1.service"
 	install -D -m 0644 systemd/org.sdoverlay.Overlays1.conf "$(DESTDIR)$(DBUS_POLICY_DIR)/org.sdoverlay.Overlays1.conf"
 	install -D -m 0644 systemd/org.sdoverlay.policy "$(DESTDIR)$(POLKIT_ACTIONS_DIR)/org.sdoverlay.policy"
+	install -d -m 0755 "$(DESTDIR)$(BASH_COMPLETION_DIR)" "$(DESTDIR)$(ZSH_COMPLETION_DIR)" "$(DESTDIR)$(FISH_COMPLETION_DIR)"
+	$(call COMPLETE,bash) > "$(DESTDIR)$(BASH_COMPLETION_DIR)/sdoverlay"
+	$(call COMPLETE,zsh) > "$(DESTDIR)$(ZSH_COMPLETION_DIR)/_sdoverlay"
+	$(call COMPLETE,fish) > "$(DESTDIR)$(FISH_COMPLETION_DIR)/sdoverlay.fish"

@@ -158,6 +158,16 @@ def _emit(status: dict[str, Any], as_json: bool, verb: str) -> None:
     _say(f"{verb} overlay {status['name']!r}: {what} ({mode}, {status['state']}, units {', '.join(status['units'])})")
 
 
+def _overlay_names(_context: click.Context, _parameter: click.Parameter, incomplete: str) -> list[str]:
+    """Tab completion of NAME: the overlays there are (none if they cannot be listed)."""
+    from sdoverlay.status import list_all
+
+    try:
+        return sorted(s.spec.name for s in _on_bus(list_all) if s.spec.name.startswith(incomplete))
+    except Exception:  # noqa: BLE001 - no bus, no systemd: nothing to complete, never a traceback on Tab
+        return []
+
+
 def _on_behalf_of() -> int | None:
     """The user root acts for (sudo, pkexec); the service honours it only from root."""
     if os.getuid() == 0:
@@ -369,7 +379,7 @@ def list_(uid: int | None, as_json: bool) -> None:
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
-@click.argument("name")
+@click.argument("name", shell_complete=_overlay_names)
 @json_option
 def status(name: str, as_json: bool) -> None:
     """Show everything about overlay NAME: its spec, units, memory, what was
@@ -409,7 +419,7 @@ def status(name: str, as_json: bool) -> None:
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
-@click.argument("name")
+@click.argument("name", shell_complete=_overlay_names)
 @force_option
 @ask_option
 @json_option
@@ -421,7 +431,7 @@ def reset(name: str, force: bool, no_ask_password: bool, as_json: bool) -> None:
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
-@click.argument("name", required=False)
+@click.argument("name", required=False, shell_complete=_overlay_names)
 @click.option("--all", "every", is_flag=True,
               help="Remove every overlay of yours; with --user, that owner's; with --force and no --user, all.")
 @click.option("--user", "uid", type=int, help="With --all: the overlays owned by this uid.")
@@ -492,7 +502,7 @@ def _removed_text(name: str, outcome: dict[str, Any]) -> str:
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
-@click.argument("name")
+@click.argument("name", shell_complete=_overlay_names)
 @force_option
 @ask_option
 @json_option
@@ -514,7 +524,7 @@ def _changes(name: str, force: bool, no_ask_password: bool) -> dict[str, Any]:
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
-@click.argument("name")
+@click.argument("name", shell_complete=_overlay_names)
 @click.option("--stat", "summary", is_flag=True, help="Only count the changes of each kind.")
 @force_option
 @ask_option
@@ -546,7 +556,7 @@ def diff(name: str, summary: bool, force: bool, no_ask_password: bool, as_json: 
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
-@click.argument("name")
+@click.argument("name", shell_complete=_overlay_names)
 @click.argument("destination")
 @click.option("--format", "image_format", type=click.Choice(["directory", "raw"]), default="directory",
               show_default=True, help="A directory, or a raw disk image (DDI) built with systemd-repart (255+).")
@@ -588,7 +598,7 @@ def export(name: str, destination: str, image_format: str, version: str | None, 
 @cli.command(epilog="Exit status: COMMAND's own (128 + N if a signal N ended it; 127 if it could not be "
                     "started). Before COMMAND starts, sdoverlay's codes: " + EXIT_CODES_HELP[len("Exit codes: "):],
              context_settings={"ignore_unknown_options": True})
-@click.argument("name")
+@click.argument("name", shell_complete=_overlay_names)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @force_option
 @ask_option
@@ -613,7 +623,7 @@ def run(name: str, command: tuple[str, ...], force: bool, no_ask_password: bool)
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
-@click.argument("name", required=False)
+@click.argument("name", required=False, shell_complete=_overlay_names)
 @json_option
 def log(name: str | None, as_json: bool) -> None:
     """Show the audit history (all overlays, or NAME's) from the journal."""

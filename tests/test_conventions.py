@@ -46,3 +46,28 @@ def test_json_modes_legend_quiet_and_pager(bed: Container) -> None:
 
     for name in ("one", "two"):
         assert bed.sdoverlay("remove", name, "-q", check=True).stdout == ""
+
+
+COMPLETE = """
+source {script}
+complete_words() {{ COMP_WORDS=("$@"); COMP_CWORD=$(( $# - 1 )); COMPREPLY=(); _sdoverlay_completion {sdoverlay}; printf '%s\\n' "${{COMPREPLY[@]}}"; }}
+echo verbs: $(complete_words sdoverlay re)
+echo options: $(complete_words sdoverlay list --j)
+echo names: $(complete_words sdoverlay remove '')
+echo some: $(complete_words sdoverlay diff al)
+"""
+
+
+def bash_completions(bed: Container, script: str, sdoverlay: str) -> dict[str, list[str]]:
+    bed.sh(f"cat > /tmp/complete.sh <<'EOF'\n{COMPLETE.format(script=script, sdoverlay=sdoverlay)}\nEOF")
+    out = bed.run(["bash", "/tmp/complete.sh"]).stdout
+    return {line.split(":")[0]: line.split(":")[1].split() for line in out.splitlines()}
+
+
+def test_bash_completes_verbs_options_and_overlay_names(bed: Container) -> None:
+    for name, target in (("alpha", "/usr/share/doc"), ("also", "/usr/share/man"), ("beta", "/usr/share/info")):
+        bed.sdoverlay("unlock", target, "--name", name, "-q", check=True)
+    bed.sh(f"_SDOVERLAY_COMPLETE=bash_source {bed.sdoverlay_path} > /tmp/sdoverlay.bash")
+    found = bash_completions(bed, "/tmp/sdoverlay.bash", bed.sdoverlay_path)
+    assert found == {"verbs": ["remove", "reset"], "options": ["--json"], "names": ["alpha", "also", "beta"],
+                     "some": ["alpha", "also"]}

@@ -109,3 +109,16 @@ def test_export_as_a_raw_image_on_systemd_257(debian13: Container) -> None:
     assert refused.returncode == 2 and refused.stderr == (
         "sdoverlay: cannot export to /var/lib/extensions/ex2: a raw image's name ends in .raw\n")
     bed.sdoverlay("remove", "ex", check=True)
+
+
+def test_installed_bash_completion_completes_overlay_names(debian13: Container) -> None:
+    from tests.test_conventions import bash_completions
+
+    bed = debian13
+    for name, target in (("alpha", "/usr/share/doc"), ("also", "/usr/share/man"), ("beta", "/usr/share/info")):
+        bed.sdoverlay("unlock", target, "--name", name, "-q", check=True)
+    for path in ("/usr/share/zsh/vendor-completions/_sdoverlay", "/usr/share/fish/vendor_completions.d/sdoverlay.fish"):
+        assert "_SDOVERLAY_COMPLETE" in bed.run(["cat", path]).stdout
+    found = bash_completions(bed, "/usr/share/bash-completion/completions/sdoverlay", "/usr/bin/sdoverlay")
+    assert found == {"verbs": ["remove", "reset"], "options": ["--json"], "names": ["alpha", "also", "beta"],
+                     "some": ["alpha", "also"]}
