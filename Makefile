@@ -9,7 +9,9 @@ PYTHON_SITE ?= $(PREFIX)/lib/python3/dist-packages
 GENERATOR_DIR ?= $(PREFIX)/lib/systemd/system-generators
 CATALOG_DIR ?= $(PREFIX)/lib/systemd/catalog
 DOC_DIR ?= $(PREFIX)/share/doc/sdoverlay
+MAN1_DIR ?= $(PREFIX)/share/man/man1
 MAN5_DIR ?= $(PREFIX)/share/man/man5
+MAN8_DIR ?= $(PREFIX)/share/man/man8
 UNIT_DIR ?= $(PREFIX)/lib/systemd/system
 DBUS_SERVICES_DIR ?= $(PREFIX)/share/dbus-1/system-services
 DBUS_POLICY_DIR ?= $(PREFIX)/share/dbus-1/system.d
@@ -33,7 +35,10 @@ install:
 	install -D -m 0755 systemd/sdoverlay-generator "$(DESTDIR)$(GENERATOR_DIR)/sdoverlay-generator"
 	install -D -m 0644 systemd/sdoverlay.catalog "$(DESTDIR)$(CATALOG_DIR)/sdoverlay.catalog"
 	install -D -m 0644 systemd/sdoverlay-polkit.rules "$(DESTDIR)$(DOC_DIR)/examples/50-sdoverlay.rules"
+	install -D -m 0644 man/sdoverlay.1 "$(DESTDIR)$(MAN1_DIR)/sdoverlay.1"
 	install -D -m 0644 man/sdoverlay.d.5 "$(DESTDIR)$(MAN5_DIR)/sdoverlay.d.5"
+	install -D -m 0644 man/sdoverlay.conf.5 "$(DESTDIR)$(MAN5_DIR)/sdoverlay.conf.5"
+	install -D -m 0644 man/sdoverlay.service.8 "$(DESTDIR)$(MAN8_DIR)/sdoverlay.service.8"
 	install -d -m 0755 "$(DESTDIR)$(PREFIX)/lib/sdoverlay.d"
 	install -d -m 0755 "$(DESTDIR)$(UNIT_DIR)"
 	sed 's|@PYTHON@|$(PYTHON)|' systemd/sdoverlay.service.in > "$(DESTDIR)$(UNIT_DIR)/sdoverlay.service"

@@ -155,7 +155,11 @@ def test_make_install_gives_a_working_generator(tmp_path, dirs) -> None:
     assert generator_script.read_text().startswith("#!/usr/bin/python3 -I\n")
     assert os.access(generator_script, os.X_OK)
     for path in ("usr/bin/sdoverlay", "usr/lib/systemd/catalog/sdoverlay.catalog",
-                 "usr/share/man/man5/sdoverlay.d.5", "usr/share/doc/sdoverlay/examples/50-sdoverlay.rules",
+                 "usr/share/man/man5/sdoverlay.d.5", "usr/share/man/man1/sdoverlay.1",
+                 "usr/share/man/man5/sdoverlay.conf.5", "usr/share/man/man8/sdoverlay.service.8",
+                 "usr/share/bash-completion/completions/sdoverlay", "usr/share/zsh/vendor-completions/_sdoverlay",
+                 "usr/share/fish/vendor_completions.d/sdoverlay.fish",
+                 "usr/share/doc/sdoverlay/examples/50-sdoverlay.rules",
                  "usr/lib/python3/dist-packages/sdoverlay/units/content.service"):
         assert (root / path).is_file(), path
     (admin / "doc.conf").write_text("[Overlay]\nTarget=/usr/share/doc\nSource=/srv\n")

@@ -1,0 +1,43 @@
+"""Man pages (issue 11): each renders without a warning, and sdoverlay(1)
+names every verb, option and exit code the CLI has."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+
+import pytest
+
+from sdoverlay.cli import cli
+from sdoverlay.errors import ExitCode
+from tests.testbed import REPO
+
+PAGES = ["sdoverlay.1", "sdoverlay.conf.5", "sdoverlay.d.5", "sdoverlay.service.8"]
+
+
+def render(page: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["man", "--warnings", "-E", "UTF-8", "-l", str(REPO / "man" / page)], capture_output=True,
+                          text=True, check=False, env={**os.environ, "MANWIDTH": "80"})
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_without_warnings(page: str) -> None:
+    result = render(page)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert len(result.stdout.splitlines()) > 20
+
+
+def test_sdoverlay_1_names_every_verb_option_and_exit_code() -> None:
+    text = render("sdoverlay.1").stdout.replace("\u2010", "-").replace("\u2212", "-")
+    missing = []
+    for verb, command in cli.commands.items():
+        if f"sdoverlay {verb}" not in text:
+            missing.append(verb)
+        for parameter in command.params:
+            missing += [option for option in parameter.opts if option.startswith("-") and option not in text]
+    missing += [option for parameter in cli.params for option in parameter.opts if option not in text]
+    assert missing == []
+    exit_status = text[text.index("EXIT STATUS"):text.index("FILES")]
+    for code in ExitCode:
+        assert re.search(rf"^ +{int(code)} +[A-Z]", exit_status, re.MULTILINE), code
