@@ -26,11 +26,18 @@ COMPLETE = _SDOVERLAY_COMPLETE=$(1)_source PYTHONPATH=. $(PYTHON) -m sdoverlay
 
 PACKAGE_FILES := $(wildcard sdoverlay/*.py sdoverlay/units/*.py sdoverlay/units/*.mount sdoverlay/units/*.service)
 
-.PHONY: install
-install:
+.PHONY: install install-python install-system
+install: install-python install-system
+
+# The Python package (the Debian package has pybuild install it instead).
+install-python:
 	for file in $(PACKAGE_FILES); do \
 		install -D -m 0644 "$$file" "$(DESTDIR)$(PYTHON_SITE)/$$file"; \
 	done
+
+# Everything else a system needs: commands, units, D-Bus and polkit files,
+# the catalog, man pages, completions.
+install-system:
 	install -D -m 0755 systemd/sdoverlay "$(DESTDIR)$(PREFIX)/bin/sdoverlay"
 	install -D -m 0755 systemd/sdoverlay-generator "$(DESTDIR)$(GENERATOR_DIR)/sdoverlay-generator"
 	install -D -m 0644 systemd/sdoverlay.catalog "$(DESTDIR)$(CATALOG_DIR)/sdoverlay.catalog"

@@ -20,6 +20,7 @@ PACKAGES = [
     "python3-systemd", "util-linux", "mount",
     # export --format=raw: systemd-repart, with erofs and dm-verity.
     "systemd-repart", "erofs-utils", "libcryptsetup12",
+    "man-db", "bash-completion",
 ]
 CACHE = REPO / ".cache" / f"debian-{SUITE}"
 
@@ -57,4 +58,26 @@ def image(directory: Path) -> Path:
                                capture_output=True, text=True, check=False)
     if completed.returncode != 0:
         raise ImageBuildFailed(f"make install into the image failed: {completed.stderr[-2000:]}")
+    return root
+
+
+def packaged_image(directory: Path, deb: Path, files: dict[str, str]) -> Path:
+    """A copy of the base with the .deb installed as an image build would
+    (dpkg in the image, its triggers run: the journal catalog, man-db) and
+    FILES (path -> text; executable where the text starts with #!) added."""
+    root = directory / "image"
+    subprocess.run(["cp", "-a", "--reflink=auto", str(base()), str(root)], check=True)
+    shutil.copy(deb, root / "root" / deb.name)  # not /tmp: nspawn mounts a tmpfs there
+    completed = subprocess.run(["systemd-nspawn", "-D", str(root), "--register=no", "--keep-unit", "-q",
+                                "dpkg", "-i", f"/root/{deb.name}"], capture_output=True, text=True, check=False)
+    if completed.returncode != 0:
+        raise ImageBuildFailed(f"dpkg -i {deb.name} in the image failed: {completed.stdout[-1000:]}"
+                               f"{completed.stderr[-1000:]}")
+    (root / "root" / deb.name).unlink()
+    for path, text in files.items():
+        target = root / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        if text.startswith("#!"):
+            target.chmod(0o755)
     return root

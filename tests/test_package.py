@@ -1,0 +1,78 @@
+"""The Debian package (issue 11): built from a fresh clone with
+dpkg-buildpackage, checked with lintian, installed into the Debian 13 image
+with a vendor drop-in, and booted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require_test_bed
+from tests.image import packaged_image
+from tests.test_conventions import bash_completions
+from tests.testbed import REPO, Container
+
+# Debian's own tools, not a Python of the developer's first on PATH.
+DEBIAN_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+VENDOR_DROPIN = "[Overlay]\nTarget=/usr/local/bin\nSource=/usr/lib/vendor-tools\n"
+VENDOR_TOOL = "#!/bin/sh\necho vendor tool\n"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    """The .deb built from a fresh clone of the committed tree, and lintian's report."""
+    work = tmp_path_factory.mktemp("package")
+    subprocess.run(["git", "clone", "-q", str(REPO), str(work / "sdoverlay")], check=True)
+    build = subprocess.run(["dpkg-buildpackage", "-us", "-uc", "-b"], cwd=work / "sdoverlay", capture_output=True,
+                           text=True, check=False, env={"PATH": DEBIAN_PATH, "LC_ALL": "C.UTF-8"})
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    debs = list(work.glob("sdoverlay_*_all.deb"))
+    changes = list(work.glob("sdoverlay_*.changes"))
+    assert len(debs) == 1 and len(changes) == 1, list(work.iterdir())
+    lintian = subprocess.run(["lintian", "--pedantic", "--info", str(changes[0])], capture_output=True, text=True,
+                             check=False, env={"PATH": DEBIAN_PATH, "LC_ALL": "C.UTF-8"})
+    yield debs[0], lintian.stdout + lintian.stderr
+
+
+def test_the_package_builds_and_lintian_finds_no_error_or_warning(built: tuple[Path, str]) -> None:
+    deb, report = built
+    print(report)  # the report, for the closing note (pytest -s)
+    assert [line for line in report.splitlines() if line[:2] in ("E:", "W:")] == []
+    files = subprocess.run(["dpkg-deb", "-c", str(deb)], capture_output=True, text=True, check=True).stdout
+    for path in ("./usr/bin/sdoverlay", "./usr/lib/systemd/system-generators/sdoverlay-generator",
+                 "./usr/lib/systemd/system/sdoverlay.service", "./usr/share/dbus-1/system-services/org.sdoverlay.Overlays1.service",
+                 "./usr/share/dbus-1/system.d/org.sdoverlay.Overlays1.conf", "./usr/share/polkit-1/actions/org.sdoverlay.policy",
+                 "./usr/lib/systemd/catalog/sdoverlay.catalog", "./usr/share/man/man1/sdoverlay.1.gz",
+                 "./usr/share/bash-completion/completions/sdoverlay", "./usr/share/doc/sdoverlay/examples/50-sdoverlay.rules",
+                 "./usr/lib/python3/dist-packages/sdoverlay/cli.py"):
+        assert f" {path}\n" in files, path
+    depends = subprocess.run(["dpkg-deb", "-f", str(deb), "Depends"], capture_output=True, text=True, check=True).stdout
+    assert {entry.split()[0] for entry in depends.strip().split(", ")} == {
+        "dbus", "mount", "python3-click", "python3-dbus-next", "python3-systemd", "systemd", "util-linux", "python3:any"}
+
+
+def test_an_image_with_the_package_and_a_vendor_dropin_boots_with_the_overlay(built: tuple[Path, str],
+                                                                              tmp_path: Path) -> None:
+    require_test_bed()
+    deb, _ = built
+    root = packaged_image(tmp_path, deb, {"/usr/lib/sdoverlay.d/vendor-tools.conf": VENDOR_DROPIN,
+                                          "/usr/lib/vendor-tools/vendor-hello": VENDOR_TOOL})
+    with Container(root=str(root)) as bed:
+        assert bed.run(["dpkg-query", "-W", "-f=${Status}", "sdoverlay"]).stdout == "install ok installed"
+        assert bed.run(["vendor-hello"]).stdout == "vendor tool\n"
+        listed = {entry["name"]: entry for entry in json.loads(bed.sdoverlay("list", "--json", check=True).stdout)}
+        assert listed["vendor-tools"]["dropin"] == "/usr/lib/sdoverlay.d/vendor-tools.conf"
+        assert listed["vendor-tools"]["state"] == "active"
+        # Mounted before local-fs.target, by the boot burst.
+        burst, local_fs = (int(bed.run(["systemctl", "show", "-P", "ActiveEnterTimestampMonotonic", unit]).stdout)
+                           for unit in ("sdoverlay-boot.service", "local-fs.target"))
+        assert 0 < burst <= local_fs
+        manual = bed.run(["man", "sdoverlay"], env={"MANWIDTH": "80", "MANPAGER": "cat"}).stdout
+        assert "sdoverlay - named, transient overlays" in manual and "EXIT STATUS" in manual
+        assert "3a8a135b4a5b4f5792bf7d6eaac70816" in bed.run(["journalctl", "--list-catalog"]).stdout
+        found = bash_completions(bed, "/usr/share/bash-completion/completions/sdoverlay", "/usr/bin/sdoverlay")
+        assert found["names"] == ["vendor-tools"]
