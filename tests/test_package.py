@@ -61,9 +61,12 @@ def test_an_image_with_the_package_and_a_vendor_dropin_boots_with_the_overlay(bu
     deb, _ = built
     root = packaged_image(tmp_path, deb, {"/usr/lib/sdoverlay.d/vendor-tools.conf": VENDOR_DROPIN,
                                           "/usr/lib/vendor-tools/vendor-hello": VENDOR_TOOL})
+    # The booted container's /var is a fresh tmpfs (--volatile=yes): dpkg's database is read from the image.
+    status = subprocess.run(["dpkg-query", f"--admindir={root}/var/lib/dpkg", "-W", "-f=${Status} ${Version}",
+                             "sdoverlay"], capture_output=True, text=True, check=True).stdout
+    assert status == "install ok installed 0.1.0"
     with Container(root=str(root)) as bed:
-        assert bed.run(["dpkg-query", "-W", "-f=${Status}", "sdoverlay"]).stdout == "install ok installed"
-        assert bed.run(["vendor-hello"]).stdout == "vendor tool\n"
+        assert bed.run(["/usr/local/bin/vendor-hello"]).stdout == "vendor tool\n"
         listed = {entry["name"]: entry for entry in json.loads(bed.sdoverlay("list", "--json", check=True).stdout)}
         assert listed["vendor-tools"]["dropin"] == "/usr/lib/sdoverlay.d/vendor-tools.conf"
         assert listed["vendor-tools"]["state"] == "active"
@@ -71,8 +74,10 @@ def test_an_image_with_the_package_and_a_vendor_dropin_boots_with_the_overlay(bu
         burst, local_fs = (int(bed.run(["systemctl", "show", "-P", "ActiveEnterTimestampMonotonic", unit]).stdout)
                            for unit in ("sdoverlay-boot.service", "local-fs.target"))
         assert 0 < burst <= local_fs
-        manual = bed.run(["man", "sdoverlay"], env={"MANWIDTH": "80", "MANPAGER": "cat"}).stdout
-        assert "sdoverlay - named, transient overlays" in manual and "EXIT STATUS" in manual
+        # The volatile container has a fresh /etc, without man-db's /etc/manpath.config.
+        manual = bed.run(["man", "-C", "/dev/null", "sdoverlay"],
+                         env={"MANPATH": "/usr/share/man", "MANWIDTH": "80", "MANPAGER": "cat"}).stdout
+        assert manual.startswith("SDOVERLAY(1)") and "EXIT STATUS" in manual and "sdoverlay run NAME" in manual
         assert "3a8a135b4a5b4f5792bf7d6eaac70816" in bed.run(["journalctl", "--list-catalog"]).stdout
         found = bash_completions(bed, "/usr/share/bash-completion/completions/sdoverlay", "/usr/bin/sdoverlay")
         assert found["names"] == ["vendor-tools"]
