@@ -40,6 +40,7 @@ def main() -> None:
         step(bed, "Write to the target: it goes to memory under /run/usroverlay/demo/upper", *sh,
              "echo scratch > /usr/share/doc/scratch.txt && ls /run/usroverlay/demo/upper")
         step(bed, "List overlays", SDOVERLAY, "list")
+        step(bed, "What it changed: the applied file and the write", SDOVERLAY, "diff", "demo")
         step(bed, "Reset: writes are gone, the applied file stays", SDOVERLAY, "reset", "demo")
         step(bed, "After reset", *sh, "ls /usr/share/doc/scratch.txt 2>&1; cat /usr/share/doc/README.sdoverlay")
         step(bed, "A second overlay on an overlapping target is refused", SDOVERLAY,
@@ -53,8 +54,17 @@ def main() -> None:
         step(bed, "Drop a tool into /usr/bin and run it", *sh,
              "printf '#!/bin/sh\\necho hello from an unlocked /usr\\n' > /usr/bin/sdo-hello && "
              "chmod +x /usr/bin/sdo-hello && sdo-hello")
+        step(bed, "Keep it as a system extension instead", SDOVERLAY, "export", "usr", "/var/lib/extensions/hello")
         step(bed, "Remove it again, no reboot", SDOVERLAY, "remove", "usr")
         step(bed, "Gone", *sh, "command -v sdo-hello || echo 'sdo-hello: not found'; touch /usr/bin/x || true")
+        step(bed, "Merge the extension: the tool is back, read-only", *sh,
+             "systemd-sysext merge && sdo-hello && systemd-sysext unmerge")
+        step(bed, "A private overlay: read-only for everyone, writable for one command", SDOVERLAY,
+             "unlock", "/usr/share/man", "--private")
+        step(bed, "Outside, a write fails; through `sdoverlay run` it works", *sh,
+             f"touch /usr/share/man/x || true; {SDOVERLAY} run usr-share-man -- touch /usr/share/man/x && "
+             "ls /usr/share/man/x")
+        step(bed, "Remove it", SDOVERLAY, "remove", "usr-share-man")
         step(bed, "Install the boot-time generator (the test bed's /usr is read-only: link it in /etc)", *sh,
              f"mkdir -p /etc/systemd/system-generators && ln -s {GENERATOR} /etc/systemd/system-generators/ "
              "&& ls -l /etc/systemd/system-generators")

@@ -1,4 +1,5 @@
-"""A second real OS for the tests: Debian 13 (systemd 257, Python 3.13).
+"""A second real OS for the tests: Debian 13 (systemd 257, Python 3.13);
+and Debian 12 images for the Debian package's install.
 
 The base is built from the Debian archive with mmdebstrap and cached in
 .cache/ (ignored by git; CI builds it when absent, about 20 s). Each test
@@ -15,37 +16,39 @@ from pathlib import Path
 from tests.testbed import REPO
 
 SUITE = "trixie"
-PACKAGES = [
-    "systemd", "systemd-sysv", "dbus", "polkitd", "python3", "python3-click", "python3-dbus-next",
-    "python3-systemd", "util-linux", "mount",
-    # export --format=raw: systemd-repart, with erofs and dm-verity.
-    "systemd-repart", "erofs-utils", "libcryptsetup12",
-    "man-db", "bash-completion",
-]
-CACHE = REPO / ".cache" / f"debian-{SUITE}"
+RUNTIME = ["systemd", "systemd-sysv", "dbus", "polkitd", "python3", "python3-click", "python3-dbus-next",
+           "python3-systemd", "util-linux", "mount", "man-db", "bash-completion"]
+PACKAGES = {
+    "trixie": [*RUNTIME,
+               # export --format=raw: systemd-repart, with erofs and dm-verity.
+               "systemd-repart", "erofs-utils", "libcryptsetup12"],
+    # Debian 12, for the package's install on it (tests/test_package.py).
+    "bookworm": RUNTIME,
+}
 
 
 class ImageBuildFailed(RuntimeError):
     pass
 
 
-def base() -> Path:
-    """The cached base rootfs, built first where it is missing or stale."""
-    root, stamp = CACHE / "root", CACHE / "packages"
-    wanted = " ".join(PACKAGES) + "\n"
+def base(suite: str = SUITE) -> Path:
+    """The cached base rootfs of SUITE, built first where it is missing or stale."""
+    cache = REPO / ".cache" / f"debian-{suite}"
+    root, stamp = cache / "root", cache / "packages"
+    wanted = " ".join(PACKAGES[suite]) + "\n"
     if stamp.is_file() and stamp.read_text() == wanted and root.is_dir():
         return root
     if shutil.which("mmdebstrap") is None:
         raise ImageBuildFailed("mmdebstrap is missing: run scripts/setup first")
-    shutil.rmtree(CACHE, ignore_errors=True)
-    CACHE.mkdir(parents=True)
+    shutil.rmtree(cache, ignore_errors=True)
+    cache.mkdir(parents=True)
     completed = subprocess.run(
-        ["mmdebstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(root)],
+        ["mmdebstrap", "--variant=minbase", f"--include={','.join(PACKAGES[suite])}", suite, str(root)],
         capture_output=True, text=True, check=False,
     )
     if completed.returncode != 0:
-        shutil.rmtree(CACHE, ignore_errors=True)
-        raise ImageBuildFailed(f"mmdebstrap {SUITE} failed: {completed.stderr[-2000:]}")
+        shutil.rmtree(cache, ignore_errors=True)
+        raise ImageBuildFailed(f"mmdebstrap {suite} failed: {completed.stderr[-2000:]}")
     stamp.write_text(wanted)
     return root
 
@@ -61,12 +64,12 @@ def image(directory: Path) -> Path:
     return root
 
 
-def packaged_image(directory: Path, deb: Path, files: dict[str, str]) -> Path:
+def packaged_image(directory: Path, deb: Path, files: dict[str, str], suite: str = SUITE) -> Path:
     """A copy of the base with the .deb installed as an image build would
     (dpkg in the image, its triggers run: the journal catalog, man-db) and
     FILES (path -> text; executable where the text starts with #!) added."""
     root = directory / "image"
-    subprocess.run(["cp", "-a", "--reflink=auto", str(base()), str(root)], check=True)
+    subprocess.run(["cp", "-a", "--reflink=auto", str(base(suite)), str(root)], check=True)
     shutil.copy(deb, root / "root" / deb.name)  # not /tmp: nspawn mounts a tmpfs there
     completed = subprocess.run(["systemd-nspawn", "-D", str(root), "--register=no", "--keep-unit", "-q",
                                 "dpkg", "-i", f"/root/{deb.name}"], capture_output=True, text=True, check=False)

@@ -55,17 +55,20 @@ def test_the_package_builds_and_lintian_finds_no_error_or_warning(built: tuple[P
         "dbus", "mount", "python3-click", "python3-dbus-next", "python3-systemd", "systemd", "util-linux", "python3:any"}
 
 
-def test_an_image_with_the_package_and_a_vendor_dropin_boots_with_the_overlay(built: tuple[Path, str],
-                                                                              tmp_path: Path) -> None:
+@pytest.mark.parametrize("suite, systemd", [("trixie", "257"), ("bookworm", "252")])
+def test_an_image_with_the_package_and_a_vendor_dropin_boots_with_the_overlay(
+        built: tuple[Path, str], tmp_path: Path, suite: str, systemd: str) -> None:
+    """Debian 13 and Debian 12 images, the package installed with dpkg as an image build would."""
     require_test_bed()
     deb, _ = built
     root = packaged_image(tmp_path, deb, {"/usr/lib/sdoverlay.d/vendor-tools.conf": VENDOR_DROPIN,
-                                          "/usr/lib/vendor-tools/vendor-hello": VENDOR_TOOL})
+                                          "/usr/lib/vendor-tools/vendor-hello": VENDOR_TOOL}, suite)
     # The booted container's /var is a fresh tmpfs (--volatile=yes): dpkg's database is read from the image.
     status = subprocess.run(["dpkg-query", f"--admindir={root}/var/lib/dpkg", "-W", "-f=${Status} ${Version}",
                              "sdoverlay"], capture_output=True, text=True, check=True).stdout
     assert status == "install ok installed 0.1.0"
     with Container(root=str(root)) as bed:
+        assert bed.run(["systemctl", "--version"]).stdout.startswith(f"systemd {systemd}")
         assert bed.run(["/usr/local/bin/vendor-hello"]).stdout == "vendor tool\n"
         listed = {entry["name"]: entry for entry in json.loads(bed.sdoverlay("list", "--json", check=True).stdout)}
         assert listed["vendor-tools"]["dropin"] == "/usr/lib/sdoverlay.d/vendor-tools.conf"
