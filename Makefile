@@ -24,9 +24,15 @@ PYTHON ?= /usr/bin/python3
 # (_SDOVERLAY_COMPLETE=...) for verbs, options and overlay names on Tab.
 COMPLETE = _SDOVERLAY_COMPLETE=$(1)_source PYTHONPATH=. $(PYTHON) -m sdoverlay
 
-PACKAGE_FILES := $(wildcard sdoverlay/*.py sdoverlay/units/*.py sdoverlay/units/*.mount sdoverlay/units/*.service)
+PACKAGE_FILES := $(wildcard sdoverlay/*.py sdoverlay/help.txt sdoverlay/units/*.py sdoverlay/units/*.mount sdoverlay/units/*.service)
 
-.PHONY: install install-python install-system
+.PHONY: install install-python install-system help
+
+# `sdoverlay --help`, pre-rendered from click (sdoverlay/entry.py says why);
+# run after changing a verb or option (tests/test_docs.py fails until then).
+help:
+	PYTHONPATH=. $(PYTHON) -c 'from sdoverlay.cli import top_level_help; print(top_level_help(), end="")' > sdoverlay/help.txt
+
 install: install-python install-system
 
 # The Python package (the Debian package has pybuild install it instead).

@@ -66,12 +66,10 @@ def _show(lines: list[str]) -> None:
     terminal, when longer than it is high, unless --no-pager. The pager is
     $SYSTEMD_PAGER, $PAGER or less (with $SYSTEMD_LESS, default FRSXMK, as
     systemd's tools run it); an empty one or "cat" turns paging off."""
-    import shutil
-
     text = "\n".join(lines) + "\n" if lines else ""
     pager = os.environ.get("SYSTEMD_PAGER", os.environ.get("PAGER", "less"))
     if (not OUTPUT.pager or not sys.stdout.isatty() or pager in ("", "cat")
-            or len(lines) < shutil.get_terminal_size().lines):
+            or len(lines) < os.get_terminal_size(sys.stdout.fileno()).lines):
         click.echo(text, nl=False)
         return
     import subprocess
@@ -182,6 +180,13 @@ def _on_behalf_of() -> int | None:
 @click.version_option(__version__, prog_name="sdoverlay", message=VERSION_TEXT)
 def cli() -> None:
     """Named, transient overlays on a read-only /usr, managed by systemd."""
+
+
+def top_level_help() -> str:
+    """`sdoverlay --help` as click prints it on a terminal of 80 columns or more
+    (sdoverlay.entry answers with this, written to its HELP_FILE by `make help`)."""
+    with cli.make_context("sdoverlay", [], resilient_parsing=True, terminal_width=78) as context:
+        return cli.get_help(context) + "\n"
 
 
 def main() -> None:

@@ -41,3 +41,23 @@ def test_sdoverlay_1_names_every_verb_option_and_exit_code() -> None:
     exit_status = text[text.index("EXIT STATUS"):text.index("FILES")]
     for code in ExitCode:
         assert re.search(rf"^ +{int(code)} +[A-Z]", exit_status, re.MULTILINE), code
+
+
+def test_the_prerendered_help_is_what_click_prints() -> None:
+    """`sdoverlay --help` is answered from sdoverlay/help.txt without importing
+    click (issue 9); it must be click's own rendering (`make help` writes it)."""
+    import sys
+
+    from sdoverlay.entry import HELP_FILE
+
+    def help_text(code: str, columns: str) -> str:
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO,
+                              env={**os.environ, "COLUMNS": columns}).stdout
+
+    by_click = help_text("import sys; sys.argv = ['sdoverlay', '--help']; from sdoverlay.cli import main; main()", "100")
+    by_entry = help_text("import sys; sys.argv = ['sdoverlay', '--help']; from sdoverlay.entry import main; main(); "
+                         "assert 'click' not in sys.modules", "100")
+    with open(HELP_FILE, encoding="utf-8") as file:
+        assert file.read() == by_click == by_entry, "sdoverlay/help.txt is stale: run `make help`"
+    narrow = help_text("import sys; sys.argv = ['sdoverlay', '--help']; from sdoverlay.entry import main; main()", "60")
+    assert narrow != by_click and narrow.startswith("Usage: sdoverlay [OPTIONS] COMMAND [ARGS]...")
