@@ -647,6 +647,8 @@ def log(name: str | None, as_json: bool) -> None:
         lines.append(line)
     if not history:
         lines.append("no sdoverlay events in the journal" + (f" for {name!r}" if name else ""))
+    elif OUTPUT.legend:
+        lines += ["", f"{len(history)} event(s)."]
     _show(lines)
 
 

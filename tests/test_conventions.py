@@ -31,6 +31,9 @@ def test_json_modes_legend_quiet_and_pager(bed: Container) -> None:
     bare = bed.sdoverlay("list", "--no-legend", check=True).stdout.splitlines()
     assert [line.split()[0] for line in bare] == ["one", "two"]
     assert bed.sdoverlay("list", "--json=long").returncode == 2
+    events = len(json.loads(bed.sdoverlay("log", "one", "--json", check=True).stdout))
+    assert events >= 1 and bed.sdoverlay("log", "one", check=True).stdout.endswith(f"\n\n{events} event(s).\n")
+    assert "event(s)" not in bed.sdoverlay("log", "one", "--no-legend", check=True).stdout
 
     # On a terminal, long output goes through $SYSTEMD_PAGER; not with --no-pager, nor into a pipe.
     def on_a_terminal(*args: str) -> str:
