@@ -8,6 +8,8 @@ one per exit code, with the one-line message as their text.
 
 from __future__ import annotations
 
+import signal
+
 from sdoverlay.errors import (
     Conflict,
     ExitCode,
@@ -50,6 +52,9 @@ _ERRORS: dict[ExitCode, tuple[str, type[SdoverlayError]]] = {
     ExitCode.LIMIT: ("LimitExceeded", LimitExceeded),
 }
 ERROR_PREFIX = f"{INTERFACE}.Error."
+# What SignalRun passes on to a run's command: the CLI's Ctrl-C and the like
+# (the command has no controlling terminal of its own: it runs in a unit).
+RUN_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
 def error_name(error: SdoverlayError) -> str:

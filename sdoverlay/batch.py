@@ -43,12 +43,10 @@ def parse(text: str) -> list[Entry]:
             if dropin.boolean(values, "Persistent"):
                 raise DropinError("Persistent=yes is for drop-ins in /etc/sdoverlay.d; a batch is transient "
                                   "(persist its overlays afterwards)")
+            dropin.check(values)
             source = values.get("Source") or None
-            read_only = dropin.boolean(values, "ReadOnly")
-            if read_only and source is None:
-                raise DropinError("ReadOnly=yes needs a Source=")
             options: dict[str, Any] = {
-                "read_only": read_only,
+                "read_only": dropin.boolean(values, "ReadOnly"),
                 "keep_ownership": dropin.boolean(values, "KeepOwnership"),
                 "allow_setuid": dropin.boolean(values, "AllowSetuid"),
                 "allow_world_writable": dropin.boolean(values, "AllowWorldWritable"),

@@ -222,12 +222,11 @@ def main(argv: list[str]) -> int:
 
     from sdoverlay import mountinfo
     from sdoverlay.mountcalls import Mounter
-    from sdoverlay.spec import parse_metadata, spec_from_metadata
+    from sdoverlay.spec import spec_from_argument
     from sdoverlay.status import our_overlay_mount
 
-    spec = spec_from_metadata(parse_metadata(argv[0])) if len(argv) == 1 else None
+    spec = spec_from_argument(argv, "sdoverlay.changes")
     if spec is None:
-        print("usage: python3 -m sdoverlay.changes x-sdoverlay.name=...,x-sdoverlay.target=...", file=sys.stderr)
         return 2
     try:
         mounter = Mounter()

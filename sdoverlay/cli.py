@@ -253,6 +253,8 @@ def bare_json_is_pretty(args: list[str]) -> list[str]:
         return args
     end = args.index("--") if "--" in args else len(args)
     return [("--json=pretty" if arg == "--json" else arg) for arg in args[:end]] + args[end:]
+
+
 force_option = click.option("--force", is_flag=True, help="Act on an overlay that belongs to another user.")
 ask_option = click.option("--no-ask-password", "no_ask_password", is_flag=True,
                           help="Do not ask for a password (no polkit agent, no interactive authorization).")
@@ -488,9 +490,8 @@ def remove(name: str | None, every: bool, uid: int | None, force: bool, no_ask_p
             _say(_removed_text(each, outcomes[-1]))
     if as_json:
         _print_json(outcomes)
-    else:
-        if OUTPUT.legend:
-            _say(f"{len(names) - len(failures)} of {len(names)} overlay(s) removed.")
+    elif OUTPUT.legend:
+        _say(f"{len(names) - len(failures)} of {len(names)} overlay(s) removed.")
     if failures:
         sys.exit(failures[0].exit_code)
 
@@ -523,9 +524,12 @@ def persist(name: str, force: bool, no_ask_password: bool, as_json: bool) -> Non
     _emit(status, as_json, "persisted")
 
 
-def _changes(name: str, force: bool, no_ask_password: bool) -> dict[str, Any]:
-    """The service's diff of overlay NAME: its name, target and changes."""
-    return _query("Diff", [name], dict(force=force, on_behalf_of=_on_behalf_of()), not no_ask_password)
+def _changes(name: str, force: bool, no_ask_password: bool) -> tuple[str, list[Any]]:
+    """The service's diff of overlay NAME: its target, and its changes (sdoverlay.changes.Change)."""
+    from sdoverlay import changes
+
+    found = _query("Diff", [name], dict(force=force, on_behalf_of=_on_behalf_of()), not no_ask_password)
+    return found["target"], [changes.change_from_json(entry) for entry in found["changes"]]
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
@@ -544,7 +548,7 @@ def diff(name: str, summary: bool, force: bool, no_ask_password: bool, as_json: 
     """
     from sdoverlay import changes
 
-    found = [changes.change_from_json(entry) for entry in _changes(name, force, no_ask_password)["changes"]]
+    _target, found = _changes(name, force, no_ask_password)
     if summary:
         counts = {kind: sum(1 for change in found if change.change == kind) for kind in changes.LETTERS}
         written = sum(change.size for change in found)
@@ -583,13 +587,11 @@ def export(name: str, destination: str, image_format: str, version: str | None, 
     files: an overlay that deleted some is refused, with their list, unless
     --ignore-deletions.
     """
-    from sdoverlay import changes
     from sdoverlay import export as exporting
 
-    found = _changes(name, force, no_ask_password)
+    target, found = _changes(name, force, no_ask_password)
     try:
-        outcome = exporting.export(name, found["target"], [changes.change_from_json(entry) for entry in found["changes"]],
-                                   destination, version, ignore_deletions, image_format)
+        outcome = exporting.export(name, target, found, destination, version, ignore_deletions, image_format)
     except Exception as raised:  # noqa: BLE001 - one line, never a traceback
         _die(as_sdoverlay_error(raised))
     if as_json:
@@ -597,7 +599,7 @@ def export(name: str, destination: str, image_format: str, version: str | None, 
         return
     skipped = f"; left out {len(outcome['ignored_deletions'])} deletion(s)" if outcome["ignored_deletions"] else ""
     _say(f"exported overlay {name!r} to {outcome['destination']}: extension {outcome['extension']!r}, "
-               f"{outcome['paths']} path(s), {sizes.human_bytes(outcome['bytes'])}{skipped}")
+         f"{outcome['paths']} path(s), {sizes.human_bytes(outcome['bytes'])}{skipped}")
 
 
 @cli.command(epilog="Exit status: COMMAND's own (128 + N if a signal N ended it; 127 if it could not be "

@@ -13,7 +13,6 @@ import json
 import os
 import select
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -72,11 +71,6 @@ def polkit_agent(ask_password: bool) -> Iterator[None]:
         process.wait()
 
 
-# Passed on to the command of `sdoverlay run` (which has no controlling
-# terminal of its own: it runs in a unit).
-FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
-
-
 async def _call(method: str, body: list[Any], interactive: bool, unix_fds: list[int] | None = None,
                 timeout: float | None = CALL_TIMEOUT, forward_signals_of_run: str | None = None) -> Any:
     signature, _ = api.METHODS[method]
@@ -87,7 +81,7 @@ async def _call(method: str, body: list[Any], interactive: bool, unix_fds: list[
         raise OperationFailed(f"cannot connect to the system bus: {error or 'timed out'}") from error
     loop = asyncio.get_running_loop()
     if forward_signals_of_run is not None:
-        for number in FORWARDED_SIGNALS:
+        for number in api.RUN_SIGNALS:
             loop.add_signal_handler(number, _forward, bus, forward_signals_of_run, number)
     try:
         for attempt in range(ACTIVATION_TRIES):
@@ -97,7 +91,7 @@ async def _call(method: str, body: list[Any], interactive: bool, unix_fds: list[
             try:
                 reply = await asyncio.wait_for(bus.call(message), timeout)
             except asyncio.TimeoutError:
-                raise OperationFailed(f"sdoverlay's service did not answer within {CALL_TIMEOUT:.0f} s") from None
+                raise OperationFailed(f"sdoverlay's service did not answer within {timeout:.0f} s") from None
             # The bus could not start the service, so the request never
             # reached it: safe to send again. Seen when PID 1 re-executed
             # while it was starting the service (daemon-reexec).
@@ -106,7 +100,7 @@ async def _call(method: str, body: list[Any], interactive: bool, unix_fds: list[
                 break
     finally:
         if forward_signals_of_run is not None:
-            for number in FORWARDED_SIGNALS:
+            for number in api.RUN_SIGNALS:
                 loop.remove_signal_handler(number)
         bus.disconnect()
     if reply is None:

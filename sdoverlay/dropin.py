@@ -23,6 +23,17 @@ def boolean(values: dict[str, str], key: str) -> bool:
         raise DropinError(f"{key}={value} is not a boolean") from None
 
 
+def check(values: dict[str, str]) -> None:
+    """The rules between keys that every [Overlay] follows, wherever it is read."""
+    read_only = boolean(values, "ReadOnly")
+    if "Target" not in values:
+        raise DropinError("Target= is missing")
+    if read_only and not values.get("Source"):
+        raise DropinError("ReadOnly=yes needs a Source=")
+    if boolean(values, "Private") and read_only:
+        raise DropinError("Private=yes and ReadOnly=yes exclude each other")
+
+
 def values(entries: list[tuple[str, str, str]]) -> dict[str, str]:
     """KEY -> value of (section, key, value) ENTRIES, all of [Overlay]; a
     later assignment wins, as in unit files."""

@@ -94,13 +94,8 @@ def parse_dropin(path: str, allowed_roots: tuple[str, ...], mounts: list[mountin
     read_only = dropin.boolean(values, "ReadOnly")
     persistent = dropin.boolean(values, "Persistent")
     size = values.get("Size", DEFAULT_SIZE)
-    if "Target" not in values:
-        raise DropinError("Target= is missing")
-    if read_only and source is None:
-        raise DropinError("ReadOnly=yes needs a Source=")
+    dropin.check(values)
     private = dropin.boolean(values, "Private")
-    if private and read_only:
-        raise DropinError("Private=yes and ReadOnly=yes exclude each other")
     try:
         for each in source.split(SOURCE_SEPARATOR) if source else []:
             validate.absolute_path_text(each, "Source=")

@@ -240,8 +240,7 @@ async def persist(systemd: Systemd, name: str) -> OverlayStatus:
         persistent=True,
         dropin=dropin,
         # The copies of the SOURCEs become its SOURCEs: one per layer.
-        source=SOURCE_SEPARATOR.join(layer.replace(old.content_dir, f"{old.persistent_dir}/content", 1)
-                                     for layer in reversed(old.content_layers())) or None,
+        source=SOURCE_SEPARATOR.join(reversed(old.content_layers(f"{old.persistent_dir}/content"))) or None,
         keep_ownership=True,  # the content was made root's (or kept) at apply
     )
     if os.path.lexists(new.dropin):

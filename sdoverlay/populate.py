@@ -12,13 +12,12 @@ import sys
 
 from sdoverlay import content
 from sdoverlay.errors import SdoverlayError
-from sdoverlay.spec import parse_metadata, spec_from_metadata
+from sdoverlay.spec import spec_from_argument
 
 
 def main(argv: list[str]) -> int:
-    spec = spec_from_metadata(parse_metadata(argv[0])) if len(argv) == 1 else None
+    spec = spec_from_argument(argv, "sdoverlay.populate")
     if spec is None:
-        print("usage: python3 -m sdoverlay.populate x-sdoverlay.name=...,x-sdoverlay.target=...", file=sys.stderr)
         return 2
     try:
         content.populate(spec)

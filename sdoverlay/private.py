@@ -27,13 +27,12 @@ import sys
 CANNOT_RUN = 127
 
 
-def _mount(metadata: str) -> int:
+def _mount(argv: list[str]) -> int:
     from sdoverlay.mountcalls import Mounter
-    from sdoverlay.spec import parse_metadata, spec_from_metadata
+    from sdoverlay.spec import spec_from_argument
 
-    spec = spec_from_metadata(parse_metadata(metadata))
+    spec = spec_from_argument(argv, "sdoverlay.private mount")
     if spec is None:
-        print("not an overlay's metadata", file=sys.stderr)
         return 2
     try:
         Mounter().read_only_overlay(spec.overlay_options, spec.target)
@@ -75,8 +74,8 @@ def _run(request_file: str) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) == 2 and argv[0] == "mount":
-        return _mount(argv[1])
+    if argv[:1] == ["mount"]:
+        return _mount(argv[1:])
     if len(argv) == 2 and argv[0] == "run":
         return _run(argv[1])
     print("usage: python3 -m sdoverlay.private mount METADATA | run REQUEST_FILE", file=sys.stderr)

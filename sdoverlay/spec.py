@@ -230,6 +230,17 @@ def parse_metadata(options: str) -> dict[str, str]:
     return found
 
 
+def spec_from_argument(argv: list[str], program: str) -> OverlaySpec | None:
+    """The overlay a helper's one METADATA argument describes (its x-sdoverlay.*
+    options, as units pass them); None, and the usage said on stderr, if not."""
+    spec = spec_from_metadata(parse_metadata(argv[0])) if len(argv) == 1 else None
+    if spec is None:
+        import sys
+
+        print(f"usage: python3 -m {program} x-sdoverlay.name=...,x-sdoverlay.target=...", file=sys.stderr)
+    return spec
+
+
 def spec_from_metadata(found: dict[str, str]) -> OverlaySpec | None:
     """Rebuild a spec from stored metadata; None if it is not ours or incomplete."""
     try:

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sdoverlay import audit, batch, collect, config, content, holders, lock, overlays, paths, persistence, sizes, validate
+from sdoverlay import api, audit, batch, collect, config, content, holders, lock, overlays, paths, persistence, sizes, validate
 from sdoverlay.bus import Systemd
 from sdoverlay.dbusnext import Variant
 from sdoverlay.errors import (
@@ -96,16 +96,17 @@ def _check_source(caller: Caller, source: str, size: str, allow_setuid: bool, al
     root-only file in the caller's dir is refused, though the service could
     read it); the copy is made with them too (populate). Together they must
     fit in SIZE."""
+    sources = source.split(SOURCE_SEPARATOR)
     resolved, needed = [], 0
-    for each in source.split(SOURCE_SEPARATOR):
+    for each in sources:
         path, found = content.as_user(caller.owner_uid, _resolve_and_scan, each)
         validate.content(found, f"source {each}", allow_setuid, allow_world_writable)
         resolved.append(path)
         needed += found.bytes_needed
     limit = sizes.tmpfs_size_bytes(size)
     if needed > limit:
-        what = "source " + source if len(resolved) == 1 else "sources " + " ".join(source.split(SOURCE_SEPARATOR))
-        raise LimitExceeded(f"{what} need{'s' if len(resolved) == 1 else ''} {needed} bytes, "
+        what = "source " + source if len(sources) == 1 else "sources " + " ".join(sources)
+        raise LimitExceeded(f"{what} need{'s' if len(sources) == 1 else ''} {needed} bytes, "
                             f"more than --size {size} ({limit} bytes)")
     return SOURCE_SEPARATOR.join(resolved)
 
@@ -307,7 +308,6 @@ async def diff(systemd: Systemd, caller: Caller, authorize: Authorize, name: str
     upper dir half-way through."""
     import asyncio
     import json
-    import sys
 
     status = await _owned(systemd, caller, authorize, name, force, "diff")
     async with lock.held_async():
@@ -402,7 +402,7 @@ async def _wait_for_run(systemd: Systemd, unit: str) -> dict[str, Any]:
         status = await systemd.unit_property(path, SERVICE, "ExecMainStatus")
     if state.active == "failed":
         await systemd.reset_failed_unit(unit)
-    else:
+    elif state.exists:  # not if someone stopped it, and systemd has let it go
         await systemd.stop_unit(unit)
     # ExecMainCode is a CLD_* code: 1 exited (status: its exit status), 2
     # killed and 3 dumped (status: the signal).
@@ -412,9 +412,7 @@ async def _wait_for_run(systemd: Systemd, unit: str) -> dict[str, Any]:
 
 async def signal_run(systemd: Systemd, caller: Caller, name: str, signal: int) -> dict[str, Any]:
     """Pass SIGNAL (the CLI's Ctrl-C, SIGTERM, SIGHUP) on to the caller's own run of NAME."""
-    import signal as signals
-
-    if signal not in (signals.SIGINT, signals.SIGTERM, signals.SIGHUP, signals.SIGQUIT):
+    if signal not in api.RUN_SIGNALS:
         raise InvalidInput(f"signal {signal} is not passed on to a run")
     unit = run_unit_name(name, caller)
     if not (await systemd.units_by_name([unit]))[unit].exists:
