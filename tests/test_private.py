@@ -105,3 +105,22 @@ def test_a_user_runs_in_their_own_private_overlay_as_themselves(bed: Container) 
         assert denied.returncode != 0 and "Read-only file system" in denied.stderr, (who, denied)
     assert as_user(bed, ALICE, "remove", "alices").returncode == 0
     nothing_left(bed)
+
+
+def test_a_private_overlay_survives_reload_and_reexec_and_a_killed_run_leaves_nothing(bed: Container) -> None:
+    bed.sdoverlay("unlock", DOC, "--name", "kept", "--private", check=True)
+    for command in ("daemon-reload", "daemon-reexec"):
+        bed.run(["systemctl", command])
+        listed = json.loads(bed.sdoverlay("status", "kept", "--json", check=True).stdout)
+        assert listed["state"] == "active" and listed["private"] is True, (command, listed["state"])
+        denied = bed.sh(f"touch {DOC}/after-{command}", check=False)
+        assert "Read-only file system" in denied.stderr, command
+        bed.sdoverlay("run", "kept", "--", "touch", f"{DOC}/run-after-{command}", check=True)
+    # The CLI killed half-way: the command runs to its end, its unit and request go.
+    bed.sh(f"{bed.sdoverlay_path} run kept -- sh -c 'sleep 2; touch {DOC}/finished' & sleep 1; kill -9 $!")
+    bed.sh(f"for i in $(seq 50); do test -e {DOC}/finished && exit 0; sleep 0.1; done; exit 1")
+    bed.sh("for i in $(seq 30); do systemctl list-units --all --plain --no-legend 'sdoverlay-run-*' | grep -q . "
+           "|| exit 0; sleep 0.1; done; exit 1")
+    assert run_units(bed) == [] and bed.sh("ls -A /run/sdoverlay-run").stdout == ""
+    bed.sdoverlay("remove", "kept", check=True)
+    nothing_left(bed)
