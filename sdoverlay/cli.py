@@ -135,15 +135,12 @@ def _query(method: str, arguments: list[Any], options: dict[str, Any], ask_passw
 
 
 def _on_bus(operation: Any) -> Any:
-    import asyncio
+    """OPERATION's result, a coroutine function that only reads from
+    systemd, over a blocking connection (sdoverlay.blocking: no asyncio)."""
+    from sdoverlay import blocking
 
-    from sdoverlay.bus import Systemd
-
-    async def connected() -> Any:
-        async with Systemd.connect() as systemd:
-            return await operation(systemd)
-
-    return asyncio.run(connected())
+    with blocking.BlockingSystemd.connect() as systemd:
+        return blocking.run(operation(systemd))
 
 
 def _emit(status: dict[str, Any], as_json: bool, verb: str) -> None:

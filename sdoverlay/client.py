@@ -7,7 +7,7 @@ ask for a password; --no-ask-password turns both off.
 
 from __future__ import annotations
 
-import asyncio
+from sdoverlay.dbusnext import asyncio  # without ssl: see there
 import contextlib
 import json
 import os

@@ -13,7 +13,7 @@ import stat
 from typing import Any
 
 from sdoverlay import audit, holders, mountinfo
-from sdoverlay.bus import Systemd
+from sdoverlay.unitqueries import SystemdQueries
 from sdoverlay.status import OverlayStatus, find, our_overlay_mount
 
 EVENTS_SHOWN = 5
@@ -39,7 +39,7 @@ def _tree_usage(root: str) -> tuple[int, int] | None:
     return total, entries
 
 
-async def details(systemd: Systemd, name: str) -> dict[str, Any]:
+async def details(systemd: SystemdQueries, name: str) -> dict[str, Any]:
     status: OverlayStatus = await find(systemd, name)
     spec = status.spec
     unit_names = [*spec.units, spec.hold_unit, spec.detached_unit]

@@ -15,7 +15,7 @@ even by SIGKILL, so a killed command never leaves the lock taken.
 
 from __future__ import annotations
 
-import asyncio
+from sdoverlay.dbusnext import asyncio  # without ssl: see there
 import contextlib
 import fcntl
 import os

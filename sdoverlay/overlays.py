@@ -6,7 +6,7 @@ either finishes or rolls back what it created.
 
 from __future__ import annotations
 
-import asyncio
+from sdoverlay.dbusnext import asyncio  # without ssl: see there
 import dataclasses
 import datetime
 import time
@@ -23,7 +23,8 @@ from sdoverlay import (
     unitfile,
     units,
 )
-from sdoverlay.bus import MOUNT, SERVICE, Systemd
+from sdoverlay.bus import Systemd
+from sdoverlay.unitqueries import MOUNT, SERVICE
 from sdoverlay.config import Config
 from sdoverlay.errors import (
     Conflict,

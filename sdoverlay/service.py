@@ -13,7 +13,7 @@ polkit, as in systemd's bus-polkit.c. Every check is in sdoverlay.verbs.
 
 from __future__ import annotations
 
-import asyncio
+from sdoverlay.dbusnext import asyncio  # without ssl: see there
 import json
 import os
 import signal

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import re
-
-# What tmpfs' size= accepts and sdoverlay passes on: bytes with an optional
-# k/M/G suffix (powers of 1024), or a percentage of RAM.
-SIZE_PATTERN = re.compile(r"[1-9][0-9]*[kKmMgG]?|[1-9][0-9]?%|100%")
-_BYTES_PATTERN = re.compile(r"([0-9]+)([KMGT]?)", re.IGNORECASE)
+# No `re` here or in anything else the generator imports: re with enum was a
+# quarter of the generator's run (issue 9, benchmarks/README.md).
+_DIGITS = frozenset("0123456789")
 _FACTORS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 PAGE = 4096
 # Default cap for an overlay's tmpfs: a quarter of RAM, as tmpfs counts it.
@@ -17,12 +14,28 @@ PAGE = 4096
 DEFAULT_SIZE = "25%"
 
 
+def _is_number(text: str, leading_zero: bool = True) -> bool:
+    """TEXT is ASCII digits (str.isdigit also takes other scripts' digits)."""
+    return bool(text) and _DIGITS.issuperset(text) and (leading_zero or text[0] != "0")
+
+
+def is_tmpfs_size(value: str) -> bool:
+    """What tmpfs' size= accepts and sdoverlay passes on: bytes with an
+    optional k/M/G suffix (powers of 1024), or a percentage of RAM, 1-100%."""
+    if value.endswith("%"):
+        return _is_number(value[:-1], leading_zero=False) and int(value[:-1]) <= 100
+    has_suffix = value != "" and value[-1] in "kKmMgG"
+    return _is_number(value[:-1] if has_suffix else value, leading_zero=False)
+
+
 def parse_bytes(value: str) -> int:
-    """'512M' -> 536870912. Raises ValueError."""
-    match = _BYTES_PATTERN.fullmatch(value.strip())
-    if not match:
+    """'512M' -> 536870912 (a K, M, G or T suffix in either case). Raises ValueError."""
+    text = value.strip()
+    suffix = text[-1].upper() if text != "" and text[-1].upper() in "KMGT" else ""
+    digits = text[:len(text) - len(suffix)]
+    if not _is_number(digits):
         raise ValueError(f"not a size: {value!r}")
-    return int(match.group(1)) * _FACTORS[match.group(2).upper()]
+    return int(digits) * _FACTORS[suffix]
 
 
 def mem_total_bytes() -> int:

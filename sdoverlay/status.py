@@ -8,17 +8,19 @@ overlays (tests/test_scale.py).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
-from typing import Any
 
 from sdoverlay import ini, mountinfo, paths
 from sdoverlay import spec as spec_module
-from sdoverlay.bus import MOUNT, Systemd, UnitState
+from sdoverlay.unitqueries import MOUNT, SystemdQueries, UnitState
 from sdoverlay.errors import NotFound
 from sdoverlay.record import record
 from sdoverlay.spec import OverlaySpec
+
+TYPE_CHECKING = False  # typing is not imported at run time (sdoverlay.record)
+if TYPE_CHECKING:
+    from typing import Any
 
 AREA_UNIT_PATTERN = "run-usroverlay-*.mount"
 
@@ -65,7 +67,7 @@ class OverlayStatus:
         }
 
 
-async def _statuses(systemd: Systemd, areas: dict[str, UnitState], mounts: list[mountinfo.MountEntry],
+async def _statuses(systemd: SystemdQueries, areas: dict[str, UnitState], mounts: list[mountinfo.MountEntry],
                     from_kernel: bool) -> list[OverlayStatus]:
     """The status of each overlay whose area unit is in AREAS, sorted by name.
 
@@ -89,7 +91,7 @@ async def _statuses(systemd: Systemd, areas: dict[str, UnitState], mounts: list[
             for spec, area_state in sorted(specs, key=lambda item: item[0].name)]
 
 
-async def _specs(systemd: Systemd, areas: dict[str, UnitState]) -> list[tuple[OverlaySpec, str]]:
+async def _specs(systemd: SystemdQueries, areas: dict[str, UnitState]) -> list[tuple[OverlaySpec, str]]:
     """(spec, area ActiveState) of each of AREAS that is an overlay of ours."""
     utab = {paths.mount_unit_name(mount_point): options for mount_point, options in mountinfo.read_utab().items()
             if paths.is_within(mount_point, paths.AREA_ROOT)}
@@ -175,7 +177,7 @@ def _health_problem(spec: OverlaySpec, mounts: list[mountinfo.MountEntry]) -> st
 SETTLE_SECONDS = 3.0
 
 
-async def find(systemd: Systemd, name: str) -> OverlayStatus:
+async def find(systemd: SystemdQueries, name: str) -> OverlayStatus:
     """NAME's status, as systemd sees it once it has caught up with the kernel."""
     area_unit = paths.mount_unit_name(paths.area_dir(name))
     deadline = time.monotonic() + SETTLE_SECONDS
@@ -186,7 +188,7 @@ async def find(systemd: Systemd, name: str) -> OverlayStatus:
             raise NotFound(f"no overlay named {name!r}")
         if not _systemd_behind(found[0], mounts) or time.monotonic() > deadline:
             return found[0]
-        await asyncio.sleep(0.1)
+        await systemd.pause(0.1)
 
 
 def _systemd_behind(status: OverlayStatus, mounts: list[mountinfo.MountEntry]) -> bool:
@@ -198,18 +200,18 @@ def _systemd_behind(status: OverlayStatus, mounts: list[mountinfo.MountEntry]) -
             or (status.overlay_unit_state == "inactive" and our_overlay_mount(status.spec, mounts) is not None))
 
 
-async def list_all(systemd: Systemd) -> list[OverlayStatus]:
+async def list_all(systemd: SystemdQueries) -> list[OverlayStatus]:
     """Every overlay (see _all_areas)."""
     mounts = mountinfo.read()
     return await _statuses(systemd, await _all_areas(systemd, mounts), mounts, from_kernel=True)
 
 
-async def all_specs(systemd: Systemd, mounts: list[mountinfo.MountEntry]) -> list[OverlaySpec]:
+async def all_specs(systemd: SystemdQueries, mounts: list[mountinfo.MountEntry]) -> list[OverlaySpec]:
     """What every overlay is, without its state: for the checks on a new one."""
     return [spec for spec, _ in await _specs(systemd, await _all_areas(systemd, mounts))]
 
 
-async def _all_areas(systemd: Systemd, mounts: list[mountinfo.MountEntry]) -> dict[str, UnitState]:
+async def _all_areas(systemd: SystemdQueries, mounts: list[mountinfo.MountEntry]) -> dict[str, UnitState]:
     """Every area unit. Areas the kernel has mounted are taken as active
     (systemd reads mountinfo at most 5 times a second and may lag behind),
     and only the others are asked of systemd: the reply stays small with

@@ -11,7 +11,7 @@ import stat
 
 from sdoverlay import paths
 from sdoverlay.errors import InvalidInput, NotFound
-from sdoverlay.sizes import PAGE, SIZE_PATTERN
+from sdoverlay.sizes import PAGE, is_tmpfs_size
 
 PATH_MAX = 4096  # including the terminating NUL
 UNIT_NAME_MAX = 255
@@ -33,7 +33,7 @@ def name(value: str) -> str:
 
 def size(value: str) -> str:
     """A tmpfs size= value sdoverlay passes on: bytes with k/M/G, or a percentage."""
-    if not SIZE_PATTERN.fullmatch(value):
+    if not is_tmpfs_size(value):
         raise InvalidInput(
             f"invalid size {value!r}: use a number with an optional k, M or G suffix, or a percentage of RAM"
         )

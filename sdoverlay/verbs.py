@@ -306,7 +306,7 @@ async def diff(systemd: Systemd, caller: Caller, authorize: Authorize, name: str
     and the original below the overlay is seen by unmounting it in a private
     mount namespace. Under the lock, so that no reset or remove empties the
     upper dir half-way through."""
-    import asyncio
+    from sdoverlay.dbusnext import asyncio  # without ssl: see there
     import json
 
     status = await _owned(systemd, caller, authorize, name, force, "diff")
@@ -386,9 +386,9 @@ async def run(systemd: Systemd, caller: Caller, authorize: Authorize, name: str,
 
 async def _wait_for_run(systemd: Systemd, unit: str) -> dict[str, Any]:
     """Wait for the run's COMMAND to exit; its exit status (or signal); the unit gone."""
-    import asyncio
+    from sdoverlay.dbusnext import asyncio  # without ssl: see there
 
-    from sdoverlay.bus import SERVICE
+    from sdoverlay.unitqueries import SERVICE
 
     while True:
         state = (await systemd.units_by_name([unit]))[unit]

@@ -25,7 +25,6 @@ from sdoverlay import (
     validate,
 )
 from sdoverlay.errors import Conflict, ExitCode, InvalidInput, PermissionDenied
-from sdoverlay.sizes import SIZE_PATTERN
 from sdoverlay.spec import OverlaySpec, parse_metadata, spec_from_metadata
 
 
@@ -80,12 +79,12 @@ def test_default_unlock_name() -> None:
 
 @pytest.mark.parametrize("size", ["25%", "100%", "512M", "1G", "4096", "10k"])
 def test_sizes_accepted(size: str) -> None:
-    assert SIZE_PATTERN.fullmatch(size)
+    assert sizes.is_tmpfs_size(size)
 
 
 @pytest.mark.parametrize("size", ["0", "0%", "101%", "-1M", "1T", "lots", "1.5G"])
 def test_sizes_refused(size: str) -> None:
-    assert not SIZE_PATTERN.fullmatch(size)
+    assert not sizes.is_tmpfs_size(size)
 
 
 def test_metadata_round_trip_with_awkward_source() -> None:
@@ -356,7 +355,7 @@ def test_only_regular_small_utf8_files_are_read(tmp_path) -> None:
 ])
 def test_overlay_name_of_unit(unit: str, name: str | None) -> None:
     found = collect.overlay_name_of_unit(unit)
-    assert found == name or (name is None and found is not None and not paths.NAME_PATTERN.fullmatch(found))
+    assert found == name or (name is None and found is not None and paths.check_name(found) is not None)
 
 
 def test_service_errors_map_to_exit_codes_and_back() -> None:
@@ -429,3 +428,94 @@ def test_target_index_agrees_with_overlaps() -> None:
         assert (index.overlapping(candidate) is None) == (expected is None), candidate
         if expected is not None:
             assert paths.overlaps(candidate, index.overlapping(candidate)), candidate
+
+
+# Issue 9: the generator's modules do without re, string and shlex (their
+# imports were a quarter of its run). Each replacement is checked against
+# what it replaced, on many generated inputs.
+
+def _random_texts(alphabet: str, count: int = 20000, longest: int = 10) -> list[str]:
+    import random
+
+    chooser = random.Random(9)
+    return [""] + ["".join(chooser.choice(alphabet) for _ in range(chooser.randint(1, longest))) for _ in range(count)]
+
+
+def test_generator_imports_no_regex_modules() -> None:
+    script = ("import sys; before = set(sys.modules); import sdoverlay.generator; "
+              "print(' '.join(sorted(set(sys.modules) - before)))")
+    result = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True, check=True,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(units.__file__))))
+    imported = set(result.stdout.split())
+    assert "sdoverlay.generator" in imported
+    assert not imported & {"re", "string", "shlex", "dataclasses", "typing", "subprocess"}, imported
+
+
+def _template_files() -> dict[str, str]:
+    directory = os.path.dirname(units.__file__)
+    texts = {}
+    for name in sorted(os.listdir(directory)):
+        if name.endswith((".mount", ".service")):
+            with open(os.path.join(directory, name), encoding="utf-8") as file:
+                texts[name] = file.read()
+    return texts
+
+
+def test_substitute_renders_every_template_as_string_template_does() -> None:
+    import string
+
+    awkward = ["plain", "", "$HOME ${name} $$ 100%", "a\\b 'c' \"d\" }{", "ünï ç"]
+    for name, text in _template_files().items():
+        template = string.Template(text)
+        assert template.is_valid(), name
+        placeholders = template.get_identifiers()
+        assert placeholders, name
+        for value in awkward:
+            values = {placeholder: f"{placeholder}:{value}" for placeholder in placeholders}
+            assert units.substitute(text, values) == template.substitute(values), name
+
+
+@pytest.mark.parametrize("template", ["$name", "$$", "${name", "${na-me}", "${}", "a $ b ${x}", "${ünï}"])
+def test_substitute_refuses_what_it_does_not_render_like_string_template(template: str) -> None:
+    with pytest.raises(ValueError):
+        units.substitute(template, {"name": "x", "x": "y", "na": "z", "ünï": "u"})
+
+
+def test_sh_quote_is_shlex_quote() -> None:
+    for text in _random_texts("aZ09_@%+=:,./- '\"$\\\tü;*"):
+        assert units.sh_quote(text) == shlex.quote(text)
+
+
+def test_size_checks_match_their_former_regular_expressions() -> None:
+    import re
+
+    tmpfs_size = re.compile(r"[1-9][0-9]*[kKmMgG]?|[1-9][0-9]?%|100%")
+    byte_size = re.compile(r"([0-9]+)([KMGT]?)", re.IGNORECASE)
+    for text in _random_texts("0123456789kKmMgGtT% .-²", longest=5):
+        assert sizes.is_tmpfs_size(text) == bool(tmpfs_size.fullmatch(text)), text
+        match = byte_size.fullmatch(text.strip())
+        if match:
+            assert sizes.parse_bytes(text) == int(match.group(1)) * 1024 ** "_KMGT".index(
+                match.group(2).upper() or "_"), text
+        else:
+            with pytest.raises(ValueError):
+                sizes.parse_bytes(text)
+
+
+def test_name_rules_match_their_former_regular_expressions() -> None:
+    import re
+
+    name_pattern = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
+    for text in _random_texts("aZ09_-.ü/ ", longest=70) + ["a" * 64, "a" * 65, "-" + "a" * 63]:
+        assert (paths.check_name(text) is None) == bool(name_pattern.fullmatch(text)), text
+        target = "/" + text
+        expected = "-".join(re.sub(r"[^A-Za-z0-9_]", "_", p) for p in target.split("/") if p) or "root"
+        assert paths.default_unlock_name(target) == expected[:64], text
+
+
+def test_mountinfo_unescape_matches_its_former_regular_expression() -> None:
+    import re
+
+    for text in _random_texts("\\\\01789a ", longest=12):
+        expected = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
+        assert mountinfo._unescape(text) == expected, text

@@ -7,18 +7,20 @@ the generator writes it as it is. Either way the units are the same.
 
 string.Template rather than jinja2: the generator runs on every boot and
 daemon-reload, serially, and importing jinja2 alone costs 33-50 ms here,
-several times the rest of the generator (see benchmarks/README.md). A line
-whose value is empty after substitution (`SourcePath=` of an overlay
-without a drop-in, say) is left out.
+several times the rest of the generator (see benchmarks/README.md). The
+templates use one form of string.Template's placeholders, ${name}, and
+`substitute` fills them in without importing `string`: its Template class
+compiles a regular expression on import, and re with enum were a quarter of
+the generator's run (issue 9); tests/test_logic.py checks that every
+template renders as string.Template renders it. A line whose value is empty
+after substitution (`SourcePath=` of an overlay without a drop-in, say) is
+left out.
 """
 
 from __future__ import annotations
 
 import os
-import re
-import shlex
 import stat
-import string
 import sys
 
 from sdoverlay import events
@@ -26,8 +28,33 @@ from sdoverlay.record import record
 from sdoverlay.spec import BURST_UNIT, OverlaySpec
 
 _TEMPLATES = os.path.dirname(__file__)
-_templates: dict[str, string.Template] = {}
-_PLAIN_ARG = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
+_templates: dict[str, str] = {}
+# What needs no quoting for sh (shlex.quote's set: shlex imports re) and in
+# a word of a unit file's list settings.
+_PLAIN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_@%+=:,./-")
+
+
+def substitute(template: str, values: dict[str, str]) -> str:
+    """string.Template(TEMPLATE).substitute(VALUES) for templates whose only
+    placeholders are ${name}; any other '$' is refused (ValueError), so what
+    this accepts renders exactly as string.Template renders it."""
+    first, *pieces = template.split("${")
+    rendered = [first]
+    for piece in pieces:
+        name, closed, rest = piece.partition("}")
+        if not closed or not (name.isidentifier() and name.isascii()):
+            raise ValueError(f"invalid placeholder ${{{piece[:20]}")
+        rendered += [values[name], rest]
+    if any("$" in literal for literal in rendered[::2]):
+        raise ValueError("a '$' that is not a ${name} placeholder")
+    return "".join(rendered)
+
+
+def sh_quote(word: str) -> str:
+    """WORD as one word for sh: what shlex.quote returns."""
+    if word and _PLAIN_CHARS.issuperset(word):
+        return word
+    return "'" + word.replace("'", "'\"'\"'") + "'"
 
 
 def unit_escape(value: str) -> str:
@@ -40,7 +67,7 @@ def word_quote(word: str) -> str:
     LogExtraFields=): systemd reads those with extract_first_word(UNQUOTE),
     so a word with white space, quotes or backslashes goes in double quotes
     with '\\' and '"' escaped, and '%' is doubled (specifiers)."""
-    if _PLAIN_ARG.fullmatch(word):
+    if word and _PLAIN_CHARS.issuperset(word):
         return unit_escape(word)
     return unit_escape('"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"')
 
@@ -66,10 +93,10 @@ class RenderedUnit:
     text: str
 
 
-def _template(name: str) -> string.Template:
+def _template(name: str) -> str:
     if name not in _templates:
         with open(os.path.join(_TEMPLATES, name), encoding="utf-8") as file:
-            _templates[name] = string.Template(file.read())
+            _templates[name] = file.read()
     return _templates[name]
 
 
@@ -103,8 +130,8 @@ def context(spec: OverlaySpec, python: str = sys.executable) -> dict[str, str]:
     if spec.source:
         # A content dir that exists is whole (populate renames it into place):
         # sh looks first, so a reset does not start Python (40 ms) for nothing.
-        populate = f"{shlex.quote(python)} -m sdoverlay.populate {shlex.quote(spec.metadata_options)}"
-        copy_source = shell_command(f"test -d {shlex.quote(spec.content_dir)} || exec {populate}")
+        populate = f"{sh_quote(python)} -m sdoverlay.populate {sh_quote(spec.metadata_options)}"
+        copy_source = shell_command(f"test -d {sh_quote(spec.content_dir)} || exec {populate}")
     writable_mounts = [spec.persistent_dir] if spec.persistent else []
     # Each value is escaped for the one kind of setting it is used in:
     # *_text for plain strings (Description=, Where=), *_word(s) for lists,
@@ -159,9 +186,9 @@ def audit_commands(spec: OverlaySpec) -> dict[str, str]:
 
 
 def _record_command(spec: OverlaySpec, event: str) -> str:
-    # shlex quotes each line for sh; shell_command the script for systemd.
+    # sh_quote quotes each line for sh; shell_command the script for systemd.
     entry = events.unit_event_entry(spec, event)
-    lines = " ".join(shlex.quote(line) for line in entry)
+    lines = " ".join(sh_quote(line) for line in entry)
     return shell_command(f"printf '%s\\n' {lines} | /usr/bin/logger --journald")
 
 
@@ -170,7 +197,7 @@ def _render(template: str, values: dict[str, str]) -> str:
     # value is an optional one with nothing to say (the templates have no
     # empty settings of their own: tests/test_logic.py checks).
     lines = []
-    for line in _template(template).substitute(values).splitlines():
+    for line in substitute(_template(template), values).splitlines():
         key, sep, value = line.partition("=")
         if sep and not value.strip() and not key.lstrip().startswith("#"):
             continue
