@@ -43,7 +43,7 @@ METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
     "SignalRun": ("sia{sv}", ("name", "signal", "options")),
 }
 
-_ERRORS: dict[ExitCode, tuple[str, type[SdoverlayError]]] = {
+_ERRORS: dict[int, tuple[str, type[SdoverlayError]]] = {
     ExitCode.FAILED: ("Failed", OperationFailed),
     ExitCode.INVALID: ("InvalidInput", InvalidInput),
     ExitCode.NOT_FOUND: ("NotFound", NotFound),
@@ -58,7 +58,7 @@ RUN_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
 def error_name(error: SdoverlayError) -> str:
-    return ERROR_PREFIX + _ERRORS[ExitCode(error.exit_code)][0]
+    return ERROR_PREFIX + _ERRORS[error.exit_code][0]
 
 
 def error_from(name: str, text: str) -> SdoverlayError | None:

@@ -21,8 +21,10 @@ metadata from its generated unit.)
 
 Each overlay's own units are still generated, and systemd shows them active
 as it finds their mounts, but nothing starts them at boot: their jobs, too,
-would wait out the rate limit. The burst's unit names them (Before=), which
-has systemd load them at once, so that they are listed. They carry
+would wait out the rate limit. Nor does the burst's unit name them
+(Before=): systemd loads a mount's unit when it sees the mount, and
+loading all 60 units of 20 overlays up front, on the way to
+local-fs.target, cost 20 ms of boot (issue 9). They carry
 After=sdoverlay-boot.service and ConditionPathIsMountPoint=! on what they
 mount, so a start by hand never mounts twice, and their areas are not
 StopWhenUnneeded= (systemd may see an area before its overlay, and would

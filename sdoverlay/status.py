@@ -99,9 +99,9 @@ async def _specs(systemd: SystemdQueries, areas: dict[str, UnitState]) -> list[t
     for area_unit, area in sorted(areas.items()):
         if not area.exists:
             continue
-        options = None
-        if area.active == "active":
-            options = utab.get(area_unit) or _generated_options(area_unit)
+        options = utab.get(area_unit) if area.active == "active" else None
+        if options is None:
+            options = _generated_options(area_unit)
         if options is None:
             path = await systemd.unit_path(area_unit)
             if path is None:
@@ -114,8 +114,10 @@ async def _specs(systemd: SystemdQueries, areas: dict[str, UnitState]) -> list[t
 
 
 def _generated_options(area_unit: str) -> str | None:
-    """Options= of the area unit the generator wrote: the boot burst mounts
-    areas with mount(2), which leaves no utab entry (sdoverlay.burst)."""
+    """Options= of the area unit the generator wrote, for a boot overlay: the
+    burst mounts areas with mount(2), which leaves no utab entry
+    (sdoverlay.burst), and systemd may not have loaded the unit of one that
+    is not mounted. None for an overlay made by the CLI (a transient unit)."""
     try:
         text = ini.read_regular_file(os.path.join(paths.GENERATED_UNITS_DIR, area_unit))
     except (OSError, ValueError):
@@ -221,7 +223,21 @@ async def _all_areas(systemd: SystemdQueries, mounts: list[mountinfo.MountEntry]
              if entry.fs_type == "tmpfs" and os.path.dirname(entry.mount_point) == paths.AREA_ROOT}
     for unit, state in (await systemd.list_units([AREA_UNIT_PATTERN], states=NOT_ACTIVE)).items():
         areas.setdefault(unit, state)
+    # A boot overlay's units are loaded when systemd sees their mounts (or
+    # something names them): one the burst could not mount, or one removed,
+    # may be among no units systemd lists. Its generated unit is there.
+    for unit in _generated_area_units():
+        areas.setdefault(unit, UnitState(load="loaded", active="inactive"))
     return areas
+
+
+def _generated_area_units() -> list[str]:
+    prefix, suffix = AREA_UNIT_PATTERN.split("*")
+    try:
+        names = os.listdir(paths.GENERATED_UNITS_DIR)
+    except OSError:
+        return []
+    return [name for name in names if name.startswith(prefix) and name.endswith(suffix)]
 
 
 # Every ActiveState but "active" (ListUnitsByPatterns' filter).

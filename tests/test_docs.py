@@ -39,8 +39,10 @@ def test_sdoverlay_1_names_every_verb_option_and_exit_code() -> None:
     missing += [option for parameter in cli.params for option in parameter.opts if option not in text]
     assert missing == []
     exit_status = text[text.index("EXIT STATUS"):text.index("FILES")]
-    for code in ExitCode:
-        assert re.search(rf"^ +{int(code)} +[A-Z]", exit_status, re.MULTILINE), code
+    codes = [code for name, code in vars(ExitCode).items() if name.isupper()]
+    assert codes == list(range(7))
+    for code in codes:
+        assert re.search(rf"^ +{code} +[A-Z]", exit_status, re.MULTILINE), code
 
 
 def test_the_prerendered_help_is_what_click_prints() -> None:

@@ -84,11 +84,13 @@ class Container:
     venv; another ROOT is an OS image with sdoverlay installed in its /usr
     (tests/image.py), booted as it is."""
 
-    def __init__(self, boot_timeout: float = 60.0, binds: tuple[str, ...] = (), root: str = "/") -> None:
+    def __init__(self, boot_timeout: float = 60.0, binds: tuple[str, ...] = (), root: str = "/",
+                 init_args: tuple[str, ...] = ()) -> None:
         self.machine = f"sdo-{os.getpid()}-{next(_counter)}"
         self.boot_timeout = boot_timeout
         self.binds = binds
         self.root = root
+        self.init_args = init_args  # more of systemd's command line (systemd.mask=...)
         self.sdoverlay_path = SDOVERLAY if root == "/" else "/usr/bin/sdoverlay"
         self._log = tempfile.TemporaryFile()
         self._nspawn: subprocess.Popen[bytes] | None = None
@@ -102,7 +104,7 @@ class Container:
             # read overlayfs' reasons from the kernel log.
             "--capability=CAP_SYSLOG",
             *(f"--bind={bind}" for bind in self.binds),
-            "systemd.mask=systemd-firstboot.service",
+            "systemd.mask=systemd-firstboot.service", *self.init_args,
         ]
         self._nspawn = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,

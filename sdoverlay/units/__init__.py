@@ -235,7 +235,6 @@ def render_burst(specs: list[OverlaySpec], python: str = sys.executable) -> Rend
                       *([spec.persistent_dir] if spec.persistent else [])]})
     command = [python, "-m", "sdoverlay.burst", *(spec.metadata_options for spec in specs)]
     return RenderedUnit(BURST_UNIT, _render("burst.service", {
-        "overlay_units": " ".join(unit for spec in specs for unit in spec.units),
         "needed_mounts": word_list(needed),
         "burst_command": " ".join(exec_quote(word) for word in command),
     }))
