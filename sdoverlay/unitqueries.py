@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import time
 
+from sdoverlay.dbuscodec import Message, MessageType, Variant
+from sdoverlay.errors import Conflict, NotFound, OperationFailed, PermissionDenied
+from sdoverlay.record import record
+
 TYPE_CHECKING = False  # typing is not imported at run time (sdoverlay.record)
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
-
-from sdoverlay.dbuscodec import Message, MessageType, Variant
-from sdoverlay.errors import Conflict, NotFound, OperationFailed, PermissionDenied
-from sdoverlay.record import record
 
 SYSTEMD = "org.freedesktop.systemd1"
 MANAGER_PATH = "/org/freedesktop/systemd1"
@@ -32,6 +32,7 @@ SERVICE = "org.freedesktop.systemd1.Service"
 
 # Every call is bounded: sd-bus' default method timeout.
 CALL_TIMEOUT = 25.0
+
 _PERMISSION_ERRORS = {
     "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired",
     "org.freedesktop.DBus.Error.AccessDenied",
