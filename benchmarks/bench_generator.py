@@ -12,7 +12,7 @@ unit). A "normal" boot, as a machine has every time but its first, gets a
 machine-id bound into /etc (and systemd-machine-id-commit masked, which
 would try to write it).
 
-    sudo .venv/bin/python benchmarks/bench_generator.py [--rounds N]
+    sudo .venv/bin/python benchmarks/bench_generator.py [--rounds N] [--boots N] [--kinds both|normal|first]
 """
 
 from __future__ import annotations
@@ -102,6 +102,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--boots", type=int, default=21)
+    parser.add_argument("--kinds", choices=["both", "normal", "first"], default="both",
+                        help="which kind of boot to measure (see above)")
     args = parser.parse_args()
     rounds = args.rounds
     python = ["/usr/bin/python3"]
@@ -134,14 +136,14 @@ def main() -> None:
         machine_id = Path(scratch) / "machine-id"
         machine_id.write_text(uuid.uuid4().hex + "\n")
         boots = args.boots
-        samples: dict[tuple[str, int], list[float]] = {(kind, count): [] for kind in ("first", "normal")
-                                                       for count in (0, 20)}
+        kinds = ("normal", "first") if args.kinds == "both" else (args.kinds,)
+        samples: dict[tuple[str, int], list[float]] = {(kind, count): [] for kind in kinds for count in (0, 20)}
         for _ in range(boots):  # interleaved: all see the same machine
             for kind, count in samples:
                 samples[kind, count].append(boot_userspace_ms(with_overlays if count else (), count,
                                                               machine_id if kind == "normal" else None))
     print(f"\nsystemd-analyze userspace boot of the test bed, median of {boots} interleaved boots (all samples, sorted)")
-    for kind in ("normal", "first"):
+    for kind in kinds:
         plain, twenty = median(samples[kind, 0]), median(samples[kind, 20])
         print(f"{kind} boots:")
         print(f"  no drop-ins                    {plain:7.0f} ms   (reference)   "
