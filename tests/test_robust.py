@@ -470,6 +470,24 @@ def test_a_daemon_reexec_during_apply_neither_hangs_nor_fails(bed: Container) ->
     nothing_left(bed)
 
 
+def test_list_and_status_during_a_daemon_reexec_answer(bed: Container) -> None:
+    """The CLI's reads go over a blocking connection of their own
+    (sdoverlay.blocking); while PID 1 is off the bus they ask again, as the
+    service's connection does, and never fail or hang."""
+    bed.sdoverlay("unlock", "/usr/share/doc", "--name", "doc", check=True)
+    for delay in (0, 0.02, 0.05, 0.1):
+        script = (f"systemctl daemon-reexec & sleep {delay}; "
+                  f"timeout 60 {SDOVERLAY} list --json > /tmp/list.json; echo list=$?; "
+                  f"timeout 60 {SDOVERLAY} status doc --json > /tmp/status.json; echo status=$?; wait")
+        output = bed.sh(script).stdout
+        assert "list=0" in output and "status=0" in output, (delay, output)
+        (entry,) = json.loads(bed.run(["cat", "/tmp/list.json"]).stdout)
+        assert entry["name"] == "doc" and entry["state"] == "active", entry
+        assert json.loads(bed.run(["cat", "/tmp/status.json"]).stdout)["name"] == "doc"
+    bed.sdoverlay("remove", "doc", check=True)
+    nothing_left(bed)
+
+
 # 11. systemd's own reason ------------------------------------------------------
 
 
