@@ -1,13 +1,16 @@
-"""The CLI's reads of systemd over a blocking socket: no asyncio, no event loop.
+"""The CLI's D-Bus connection: a blocking socket, no asyncio, no event loop.
 
-`list`, `status` and name completion only read (sdoverlay.unitqueries), one
-call after the other; asyncio and the rest of dbus-next were about 30 of the
-~85 ms `sdoverlay list` took (issue 9, benchmarks/README.md). This is the
-little of a bus connection such reads need: the system bus' address, the
-EXTERNAL authentication sd-bus and dbus-next use, Hello, and a reply read per
-call (dbus-next's codec, sdoverlay.dbuscodec). The queries are the same
-coroutines the service awaits; here they never suspend, and `run` drives one
-to its end without an event loop.
+The CLI makes one call after the other: its reads of systemd (`list`,
+`status`, name completion: sdoverlay.unitqueries) and its requests to
+sdoverlay's service (sdoverlay.client). asyncio and the rest of dbus-next
+were about 30 of the ~85 ms `sdoverlay list` took (issue 9,
+benchmarks/README.md). This is the little of a bus connection such calls
+need: the system bus' address, the EXTERNAL authentication sd-bus and
+dbus-next use, Hello, and a reply read per call (dbus-next's codec,
+sdoverlay.dbuscodec). The queries are the same coroutines the service
+awaits; here they never suspend, and `run` drives one to its end without
+an event loop. Only `sdoverlay run` (signals passed on while it waits,
+file descriptors) uses dbus-next's asyncio bus.
 """
 
 from __future__ import annotations
@@ -67,8 +70,8 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
     raise RuntimeError("a blocking D-Bus query waited for an event loop")
 
 
-class BlockingSystemd(SystemdQueries):
-    """A blocking connection to the system bus, for reading from systemd."""
+class BlockingBus:
+    """A blocking connection to the system bus: one call at a time."""
 
     def __init__(self, connection: socket.socket) -> None:
         self._socket = connection
@@ -77,19 +80,22 @@ class BlockingSystemd(SystemdQueries):
 
     @classmethod
     @contextlib.contextmanager
-    def connect(cls) -> Iterator[BlockingSystemd]:
+    def connect(cls) -> Iterator[BlockingBus]:
         path = system_bus_path()
         connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
-            connection.settimeout(CALL_TIMEOUT)
             try:
+                connection.settimeout(CALL_TIMEOUT)
                 connection.connect(path)
-                systemd = cls(connection)
-                systemd._authenticate()
+                bus = cls(connection)
+                bus._authenticate()
+                hello = bus.exchange(Message(destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
+                                             interface="org.freedesktop.DBus", member="Hello"), CALL_TIMEOUT)
             except (OSError, EOFError) as error:
                 raise OperationFailed(f"cannot connect to the system bus: {error or 'timed out'}") from error
-            run(systemd._call_bus("Hello", "", []))
-            yield systemd
+            if hello.message_type == MessageType.ERROR:
+                raise OperationFailed(f"cannot connect to the system bus: {hello.error_name}")
+            yield bus
         finally:
             connection.close()
 
@@ -102,7 +108,9 @@ class BlockingSystemd(SystemdQueries):
         if not answer.startswith(b"OK "):
             raise EOFError(f"the bus refused authentication: {answer.decode(errors='replace').strip()!r}")
 
-    async def _exchange(self, message: Message, timeout: float) -> Message | None:
+    def exchange(self, message: Message, timeout: float | None) -> Message:
+        """Send MESSAGE, return its reply. TIMEOUT None: wait as long as it
+        takes. Raises TimeoutError, OSError, EOFError (the bus hung up)."""
         self._serial += 1
         message.serial = self._serial
         self._socket.settimeout(timeout)
@@ -115,6 +123,22 @@ class BlockingSystemd(SystemdQueries):
                     and reply.reply_serial == message.serial:
                 return reply
             # Anything else (NameAcquired after Hello) is not ours to answer.
+
+
+class BlockingSystemd(SystemdQueries):
+    """Reads from systemd over a BlockingBus."""
+
+    def __init__(self, bus: BlockingBus) -> None:
+        self._bus = bus
+
+    @classmethod
+    @contextlib.contextmanager
+    def connect(cls) -> Iterator[BlockingSystemd]:
+        with BlockingBus.connect() as bus:
+            yield cls(bus)
+
+    async def _exchange(self, message: Message, timeout: float) -> Message | None:
+        return self._bus.exchange(message, timeout)
 
     async def pause(self, seconds: float) -> None:
         time.sleep(seconds)

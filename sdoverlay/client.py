@@ -3,11 +3,16 @@
 Like systemctl, it allows interactive authorization on its calls and, on a
 terminal, starts a polkit text agent (pkttyagent) first, so that polkit can
 ask for a password; --no-ask-password turns both off.
+
+The calls go over the CLI's blocking connection (sdoverlay.blocking: no
+asyncio to import, ~25 ms of every command's start); `sdoverlay run`, which
+passes file descriptors and forwards signals while it waits, over
+dbus-next's asyncio bus. Both send the same messages and read the same
+replies (_call_over).
 """
 
 from __future__ import annotations
 
-from sdoverlay.dbusnext import asyncio  # without ssl: see there
 import contextlib
 import json
 import os
@@ -15,12 +20,11 @@ import select
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-
-from sdoverlay.dbusnext import BusType, DBusError, Message, MessageBus, MessageFlag, MessageType, Variant
-from sdoverlay import api
+from sdoverlay import api, blocking
+from sdoverlay.dbuscodec import Message, MessageFlag, MessageType, Variant
 from sdoverlay.errors import OperationFailed, SdoverlayError
 
 # Longer than any one verb takes, the wait for the lock and a password included.
@@ -71,38 +75,28 @@ def polkit_agent(ask_password: bool) -> Iterator[None]:
         process.wait()
 
 
-async def _call(method: str, body: list[Any], interactive: bool, unix_fds: list[int] | None = None,
-                timeout: float | None = CALL_TIMEOUT, forward_signals_of_run: str | None = None) -> Any:
+async def _call_over(exchange: Callable[[Message, float | None], Awaitable[Message | None]], method: str,
+                     body: list[Any], interactive: bool, unix_fds: list[int] | None = None,
+                     timeout: float | None = CALL_TIMEOUT) -> Any:
+    """METHOD's outcome (decoded JSON), its messages sent with EXCHANGE
+    (a connection's send-and-wait-for-the-reply)."""
     signature, _ = api.METHODS[method]
-    try:
-        bus = await asyncio.wait_for(MessageBus(bus_type=BusType.SYSTEM, negotiate_unix_fd=bool(unix_fds)).connect(),
-                                     25.0)
-    except (OSError, DBusError, asyncio.TimeoutError) as error:
-        raise OperationFailed(f"cannot connect to the system bus: {error or 'timed out'}") from error
-    loop = asyncio.get_running_loop()
-    if forward_signals_of_run is not None:
-        for number in api.RUN_SIGNALS:
-            loop.add_signal_handler(number, _forward, bus, forward_signals_of_run, number)
-    try:
-        for attempt in range(ACTIVATION_TRIES):
-            message = Message(destination=api.BUS_NAME, path=api.OBJECT_PATH, interface=api.INTERFACE,
-                              member=method, signature=signature, body=body, unix_fds=unix_fds or [],
-                              flags=MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION if interactive else MessageFlag.NONE)
-            try:
-                reply = await asyncio.wait_for(bus.call(message), timeout)
-            except asyncio.TimeoutError:
-                raise OperationFailed(f"sdoverlay's service did not answer within {timeout:.0f} s") from None
-            # The bus could not start the service, so the request never
-            # reached it: safe to send again. Seen when PID 1 re-executed
-            # while it was starting the service (daemon-reexec).
-            if not (reply is not None and reply.message_type == MessageType.ERROR
-                    and reply.error_name in _ACTIVATION_ERRORS and attempt + 1 < ACTIVATION_TRIES):
-                break
-    finally:
-        if forward_signals_of_run is not None:
-            for number in api.RUN_SIGNALS:
-                loop.remove_signal_handler(number)
-        bus.disconnect()
+    for attempt in range(ACTIVATION_TRIES):
+        message = Message(destination=api.BUS_NAME, path=api.OBJECT_PATH, interface=api.INTERFACE,
+                          member=method, signature=signature, body=body, unix_fds=unix_fds or [],
+                          flags=MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION if interactive else MessageFlag.NONE)
+        try:
+            reply = await exchange(message, timeout)
+        except TimeoutError:
+            raise OperationFailed(f"sdoverlay's service did not answer within {timeout:.0f} s") from None
+        except (OSError, EOFError) as error:
+            raise OperationFailed(f"sdoverlay's service: the system bus connection failed: {error}") from error
+        # The bus could not start the service, so the request never
+        # reached it: safe to send again. Seen when PID 1 re-executed
+        # while it was starting the service (daemon-reexec).
+        if not (reply is not None and reply.message_type == MessageType.ERROR
+                and reply.error_name in _ACTIVATION_ERRORS and attempt + 1 < ACTIVATION_TRIES):
+            break
     if reply is None:
         raise OperationFailed("sdoverlay's service sent no reply")
     if reply.message_type == MessageType.ERROR:
@@ -118,20 +112,44 @@ async def _call(method: str, body: list[Any], interactive: bool, unix_fds: list[
     return json.loads(reply.body[0])
 
 
-def _forward(bus: MessageBus, name: str, number: int) -> None:
-    message = Message(destination=api.BUS_NAME, path=api.OBJECT_PATH, interface=api.INTERFACE, member="SignalRun",
-                      signature=api.METHODS["SignalRun"][0], body=[name, int(number), {}])
-    asyncio.ensure_future(bus.call(message))
+async def _run_over_asyncio(name: str, body: list[Any], interactive: bool) -> Any:
+    """Run's call: its stdio passed as fds, and the CLI's signals passed on
+    (SignalRun) while it waits, which takes an event loop."""
+    from sdoverlay.dbusnext import BusType, DBusError, MessageBus, asyncio
+
+    try:
+        bus = await asyncio.wait_for(MessageBus(bus_type=BusType.SYSTEM, negotiate_unix_fd=True).connect(), 25.0)
+    except (OSError, DBusError, TimeoutError) as error:
+        raise OperationFailed(f"cannot connect to the system bus: {error or 'timed out'}") from error
+
+    def forward(number: int) -> None:
+        signal = Message(destination=api.BUS_NAME, path=api.OBJECT_PATH, interface=api.INTERFACE,
+                         member="SignalRun", signature=api.METHODS["SignalRun"][0], body=[name, int(number), {}])
+        asyncio.ensure_future(bus.call(signal))
+
+    async def exchange(message: Message, timeout: float | None) -> Message | None:
+        return await asyncio.wait_for(bus.call(message), timeout)
+
+    loop = asyncio.get_running_loop()
+    for number in api.RUN_SIGNALS:
+        loop.add_signal_handler(number, forward, number)
+    try:
+        return await _call_over(exchange, "Run", body, interactive, unix_fds=[0, 1, 2], timeout=None)
+    finally:
+        for number in api.RUN_SIGNALS:
+            loop.remove_signal_handler(number)
+        bus.disconnect()
 
 
 def run(name: str, argv: list[str], options: dict[str, Variant], ask_password: bool) -> Any:
     """`sdoverlay run`: COMMAND (ARGV) in private overlay NAME, with this
     process's working dir, environment, stdin, stdout and stderr; returns
     when it exits. Ctrl-C and the like are passed on to it."""
+    from sdoverlay.dbusnext import asyncio
+
     body = [name, argv, os.getcwd(), [f"{key}={value}" for key, value in os.environ.items()], 0, 1, 2, options]
     with polkit_agent(ask_password):
-        return asyncio.run(_call("Run", body, ask_password, unix_fds=[0, 1, 2], timeout=None,
-                                 forward_signals_of_run=name))
+        return asyncio.run(_run_over_asyncio(name, body, ask_password))
 
 
 class Interrupted(SdoverlayError):
@@ -142,7 +160,11 @@ def call(method: str, body: list[Any], ask_password: bool = True) -> Any:
     """Call METHOD of sdoverlay's service and return its outcome (decoded JSON)."""
     with polkit_agent(ask_password):
         try:
-            return asyncio.run(_call(method, body, ask_password))
+            with blocking.BlockingBus.connect() as bus:
+                async def exchange(message: Message, timeout: float | None) -> Message:
+                    return bus.exchange(message, timeout)
+
+                return blocking.run(_call_over(exchange, method, body, ask_password))
         except KeyboardInterrupt:
             raise Interrupted(
                 "interrupted: the service goes on with the request and finishes or rolls it back "

@@ -1,8 +1,8 @@
 """What sdoverlay reads from systemd (PID 1), over either of its two buses.
 
-The service and the CLI's changing verbs talk to systemd over dbus-next's
-asyncio bus (sdoverlay.bus.Systemd, which also waits for jobs). The CLI's
-reads (`list`, `status`, completion) go over a blocking one
+The service talks to systemd over dbus-next's asyncio bus
+(sdoverlay.bus.Systemd, which also waits for jobs). The CLI's reads
+(`list`, `status`, completion) go over its blocking connection
 (sdoverlay.blocking): asyncio and the rest of dbus-next were about 30 of
 the ~85 ms `sdoverlay list` took (issue 9). Both build the same messages and
 read the same replies here; each only says how a message is exchanged
