@@ -45,13 +45,7 @@ def parse(text: str) -> list[Entry]:
                                   "(persist its overlays afterwards)")
             dropin.check(values)
             source = values.get("Source") or None
-            options: dict[str, Any] = {
-                "read_only": dropin.boolean(values, "ReadOnly"),
-                "keep_ownership": dropin.boolean(values, "KeepOwnership"),
-                "allow_setuid": dropin.boolean(values, "AllowSetuid"),
-                "allow_world_writable": dropin.boolean(values, "AllowWorldWritable"),
-                "private": dropin.boolean(values, "Private"),
-            }
+            options: dict[str, Any] = dict(dropin.flags(values))
         except DropinError as error:
             raise InvalidInput(f"{where}: {error}; none was created") from error
         if "Size" in values:

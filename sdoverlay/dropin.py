@@ -7,6 +7,10 @@ from __future__ import annotations
 SECTION = "Overlay"
 KEYS = {"Name", "Target", "Source", "ReadOnly", "Size", "Persistent", "KeepOwnership", "AllowSetuid",
         "AllowWorldWritable", "Private"}
+# The boolean keys that are an overlay's options, by their names as
+# OverlaySpec fields and the service's a{sv} options.
+FLAGS = {"ReadOnly": "read_only", "KeepOwnership": "keep_ownership", "AllowSetuid": "allow_setuid",
+         "AllowWorldWritable": "allow_world_writable", "Private": "private"}
 _BOOLEANS = {"yes": True, "true": True, "on": True, "1": True, "no": False, "false": False, "off": False, "0": False}
 
 
@@ -21,6 +25,11 @@ def boolean(values: dict[str, str], key: str) -> bool:
         return _BOOLEANS[value.lower()]
     except KeyError:
         raise DropinError(f"{key}={value} is not a boolean") from None
+
+
+def flags(values: dict[str, str]) -> dict[str, bool]:
+    """The FLAGS of VALUES by their field names; no where not given."""
+    return {field: boolean(values, key) for key, field in FLAGS.items()}
 
 
 def check(values: dict[str, str]) -> None:

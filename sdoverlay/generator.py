@@ -91,11 +91,9 @@ def parse_dropin(path: str, allowed_roots: tuple[str, ...], mounts: list[mountin
     values = dropin.values(entries)
     name = values.get("Name") or os.path.basename(path).removesuffix(".conf")
     source = values.get("Source") or None
-    read_only = dropin.boolean(values, "ReadOnly")
     persistent = dropin.boolean(values, "Persistent")
     size = values.get("Size", DEFAULT_SIZE)
     dropin.check(values)
-    private = dropin.boolean(values, "Private")
     try:
         for each in source.split(SOURCE_SEPARATOR) if source else []:
             validate.absolute_path_text(each, "Source=")
@@ -106,22 +104,19 @@ def parse_dropin(path: str, allowed_roots: tuple[str, ...], mounts: list[mountin
         target = validate.target(values["Target"], allowed_roots)
     except SdoverlayError as error:
         raise DropinError(error.message) from error
+    flags = dropin.flags(values)
     return OverlaySpec(
         name=name,
         target=target,
         source=source,
-        read_only=read_only,
         size=size,
         owner_uid=0,
         # The drop-in's own time, so that the output is deterministic.
         created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(modified)),
-        keep_ownership=dropin.boolean(values, "KeepOwnership"),
-        allow_setuid=dropin.boolean(values, "AllowSetuid"),
-        allow_world_writable=dropin.boolean(values, "AllowWorldWritable"),
         persistent=persistent,
         dropin=path,
-        private=private,
-        **kinds.mount_plan(target, mountinfo.is_foreign_mount_point(target, mounts), private),
+        **flags,
+        **kinds.mount_plan(target, mountinfo.is_foreign_mount_point(target, mounts), flags["private"]),
     )
 
 
