@@ -18,11 +18,11 @@ GENERATED_UNITS_DIR = "/run/systemd/generator"
 
 # Sets of characters rather than `re` or `string`: the generator imports this,
 # and re with enum was a quarter of its run (issue 9, benchmarks/README.md).
-_WORD_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+WORD_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 # Overlay names end up in unit names, in paths under AREA_ROOT and in mount
 # options; this alphabet needs no quoting in any of them.
 NAME_MAX = 64
-_NAME_CHARS = _WORD_CHARS | {"-"}
+_NAME_CHARS = WORD_CHARS | {"-"}
 
 # Between the SOURCEs of a layered overlay in an overlay's `source` (its
 # metadata, a drop-in's Source=, the service's API), as between overlayfs'
@@ -34,7 +34,7 @@ SOURCE_SEPARATOR = ":"
 # specifier) or in ExecStart= command lines (white space, quotes).
 _UNSAFE_PATH_CHARS = set(":,\\%\"'") | set(" \t\n\r\x0b\x0c")  # string.whitespace
 
-_UNIT_NAME_PLAIN = _WORD_CHARS | {":", "."}
+_UNIT_NAME_PLAIN = WORD_CHARS | {":", "."}
 
 
 def check_name(name: str) -> str | None:
@@ -147,5 +147,5 @@ class TargetIndex:
 def default_unlock_name(target: str) -> str:
     """The name `unlock` gives an overlay when none is given: /usr -> usr."""
     parts = [p for p in target.split("/") if p] or ["root"]
-    name = "-".join("".join(c if c in _WORD_CHARS else "_" for c in p) for p in parts)
+    name = "-".join("".join(c if c in WORD_CHARS else "_" for c in p) for p in parts)
     return name[:NAME_MAX]

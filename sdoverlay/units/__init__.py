@@ -23,7 +23,7 @@ import os
 import stat
 import sys
 
-from sdoverlay import events
+from sdoverlay import events, paths
 from sdoverlay.record import record
 from sdoverlay.spec import BURST_UNIT, OverlaySpec
 
@@ -31,7 +31,7 @@ _TEMPLATES = os.path.dirname(__file__)
 _templates: dict[str, str] = {}
 # What needs no quoting for sh (shlex.quote's set: shlex imports re) and in
 # a word of a unit file's list settings.
-_PLAIN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_@%+=:,./-")
+_PLAIN_CHARS = paths.WORD_CHARS | frozenset("@%+=:,./-")
 
 
 def substitute(template: str, values: dict[str, str]) -> str:
