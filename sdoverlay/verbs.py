@@ -386,15 +386,13 @@ async def run(systemd: Systemd, caller: Caller, authorize: Authorize, name: str,
 
 async def _wait_for_run(systemd: Systemd, unit: str) -> dict[str, Any]:
     """Wait for the run's COMMAND to exit; its exit status (or signal); the unit gone."""
-    from sdoverlay.dbusnext import asyncio  # without ssl: see there
-
     from sdoverlay.unitqueries import SERVICE
 
     while True:
         state = (await systemd.units_by_name([unit]))[unit]
         if state.active == "failed" or state.sub == "exited" or not state.exists:
             break
-        await asyncio.sleep(RUN_POLL)
+        await systemd.pause(RUN_POLL)
     path = await systemd.unit_path(unit)
     code = status = None
     if path is not None:
