@@ -81,8 +81,13 @@ def _show(lines: list[str]) -> None:
         click.echo(text, nl=False)
 
 
-def _die(error: SdoverlayError) -> NoReturn:
+def _complain(error: SdoverlayError) -> None:
+    """ERROR's one line, on stderr."""
     click.echo(f"sdoverlay: {error.message}", err=True)
+
+
+def _die(error: SdoverlayError) -> NoReturn:
+    _complain(error)
     sys.exit(error.exit_code)
 
 
@@ -481,7 +486,7 @@ def remove(name: str | None, every: bool, uid: int | None, force: bool, no_ask_p
                 _die(error)  # Ctrl-C stops the loop; the removal in flight is the service's to finish
             failures.append(error)
             outcomes.append({"name": each, "removed": False, "error": error.message, "exit_code": int(error.exit_code)})
-            click.echo(f"sdoverlay: {error.message}", err=True)
+            _complain(error)
             continue
         if not as_json:
             _say(_removed_text(each, outcomes[-1]))
