@@ -36,6 +36,16 @@ JOB_TIMEOUT = 300.0
 JOB_POLL = 2.0
 
 
+async def connect_system_bus(unix_fds: bool = False) -> MessageBus:
+    """A dbus-next asyncio connection to the system bus, or OperationFailed
+    in one line. UNIX_FDS: file descriptors can be passed."""
+    try:
+        return await asyncio.wait_for(MessageBus(bus_type=BusType.SYSTEM, negotiate_unix_fd=unix_fds).connect(),
+                                      CALL_TIMEOUT)
+    except (OSError, DBusError, TimeoutError) as error:
+        raise OperationFailed(f"cannot connect to the system bus: {error or 'timed out'}") from error
+
+
 class Systemd(SystemdQueries):
     """A connection to PID 1 on the system bus."""
 
@@ -51,11 +61,7 @@ class Systemd(SystemdQueries):
     @contextlib.asynccontextmanager
     async def connect(cls, unix_fds: bool = False) -> AsyncIterator[Systemd]:
         """UNIX_FDS: file descriptors can be passed (a transient unit's stdio)."""
-        try:
-            bus = await asyncio.wait_for(MessageBus(bus_type=BusType.SYSTEM, negotiate_unix_fd=unix_fds).connect(),
-                                         CALL_TIMEOUT)
-        except (OSError, DBusError, asyncio.TimeoutError) as error:
-            raise OperationFailed(f"cannot connect to the system bus: {error or 'timed out'}") from error
+        bus = await connect_system_bus(unix_fds)
         try:
             systemd = cls(bus)
             await systemd._call_bus("AddMatch", "s", [_JOB_REMOVED_MATCH])

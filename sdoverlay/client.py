@@ -115,12 +115,10 @@ async def _call_over(exchange: Callable[[Message, float | None], Awaitable[Messa
 async def _run_over_asyncio(name: str, body: list[Any], interactive: bool) -> Any:
     """Run's call: its stdio passed as fds, and the CLI's signals passed on
     (SignalRun) while it waits, which takes an event loop."""
-    from sdoverlay.dbusnext import BusType, DBusError, MessageBus, asyncio
+    from sdoverlay.bus import connect_system_bus
+    from sdoverlay.dbusnext import asyncio
 
-    try:
-        bus = await asyncio.wait_for(MessageBus(bus_type=BusType.SYSTEM, negotiate_unix_fd=True).connect(), 25.0)
-    except (OSError, DBusError, TimeoutError) as error:
-        raise OperationFailed(f"cannot connect to the system bus: {error or 'timed out'}") from error
+    bus = await connect_system_bus(unix_fds=True)
 
     def forward(number: int) -> None:
         signal = Message(destination=api.BUS_NAME, path=api.OBJECT_PATH, interface=api.INTERFACE,
