@@ -86,7 +86,8 @@ def main(argv: list[str]) -> int:
             continue
         try:
             detached[spec.name] = mounter.detached_tmpfs({"size": spec.size, "mode": "0700"})
-            # This process's path to it: cp, which fills it, is a child of ours.
+            # This process's path to it (a child copying as a user enters it
+            # before it drops its rights).
             root = f"/proc/{os.getpid()}/fd/{detached[spec.name]}"
             if spec.source is not None:
                 from sdoverlay import content

@@ -7,19 +7,20 @@ mounts themselves are always done by units.
 from __future__ import annotations
 
 import os
-import pickle
 import pwd
 import shutil
 import stat
-import subprocess
-from collections.abc import Callable
-from typing import Any, TypeVar
 
-from sdoverlay import validate
+from sdoverlay import snapshot, validate
 from sdoverlay.errors import OperationFailed
 from sdoverlay.spec import OverlaySpec
 
-T = TypeVar("T")
+TYPE_CHECKING = False  # typing is not imported at run time: the content unit starts faster
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, TypeVar
+
+    T = TypeVar("T")
 
 
 def _like_target(path: str, target_stat: os.stat_result) -> None:
@@ -50,15 +51,31 @@ def populate(spec: OverlaySpec, content_dir: str | None = None) -> None:
         for source, layer in zip(spec.sources, reversed(spec.content_layers(partial))):
             if layer != partial:
                 os.mkdir(layer, 0o700)
-            copy_in(source, layer, as_uid=spec.owner_uid)
-            # Checked again on the copy, which only root can change: SOURCE may
-            # have changed since it was checked (and a FIFO is copied, not read).
-            copy = validate.scan(layer)
+            copy = _copy_source(source, layer, spec)
             validate.content(copy, f"the copy of {source}", spec.allow_setuid, spec.allow_world_writable)
             if not spec.keep_ownership:
                 _own_by_root(copy.not_root_owned)
             _like_target(layer, target_stat)
         os.rename(partial, content_dir)
+
+
+def _copy_source(source: str, layer: str, spec: OverlaySpec) -> validate.Scan:
+    """SOURCE copied into LAYER, and what the copy holds. Checked on the
+    copy, which only root can change, not on SOURCE, which may have changed
+    since it was checked. Root's copy reports what it wrote; a user's copy
+    (made with the owner's rights, so that it reads nothing the owner could
+    not) is walked again by root: the user's process is not trusted."""
+    try:
+        if spec.owner_uid == 0:
+            return snapshot.copy(source, layer, spec.keep_ownership)
+        # LAYER is the user's to write, reached from its own working dir:
+        # the area above it is root's alone (mode 0700).
+        gid, _groups = credentials(spec.owner_uid)
+        os.chown(layer, spec.owner_uid, gid)
+        as_user(spec.owner_uid, snapshot.copy, source, ".", spec.keep_ownership, cwd=layer)
+    except snapshot.CopyFailed as error:
+        raise OperationFailed(f"cannot copy {source}: {error}") from None
+    return validate.scan(layer)
 
 
 def remove_writable_layers(spec: OverlaySpec) -> None:
@@ -106,20 +123,25 @@ def credentials(uid: int) -> tuple[int, list[int]]:
     return entry.pw_gid, os.getgrouplist(entry.pw_name, entry.pw_gid)
 
 
-def as_user(uid: int, function: Callable[..., T], *args: Any) -> T:
+def as_user(uid: int, function: Callable[..., T], *args: Any, cwd: str | None = None) -> T:
     """FUNCTION(*ARGS) run with UID's rights (a forked child that drops to
-    them), its result or exception handed back; root's own call runs as it is.
+    them, in CWD if given), its result or exception handed back; root's own
+    call runs as it is.
 
     This is how the service reads a user's SOURCE (issue 8): what the user
     cannot read, it cannot read either, whatever is swapped in meanwhile."""
     if uid == 0:
         return function(*args)
+    import pickle  # here: root's copy at boot (sdoverlay.populate) needs none of it
+
     gid, groups = credentials(uid)
     reader, writer = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never returns
         os.close(reader)
         try:
+            if cwd is not None:
+                os.chdir(cwd)
             os.setgroups(groups)
             os.setresgid(gid, gid, gid)
             os.setresuid(uid, uid, uid)
@@ -141,32 +163,6 @@ def as_user(uid: int, function: Callable[..., T], *args: Any) -> T:
     if not ok:
         raise value
     return value
-
-
-def copy_in(source: str, content_dir: str, as_uid: int = 0) -> None:
-    """Snapshot SOURCE with cp -a: a file lands as content/basename, a dir's
-    entries in content/. cp -a also keeps what an upper dir means to
-    overlayfs (whiteouts are 0:0 character devices, opaque dirs
-    trusted.overlay.* xattrs), which `persist` relies on.
-
-    AS_UID: cp runs with that user's rights (an overlay's owner other than
-    root), so that it reads nothing the owner could not: CONTENT_DIR is
-    handed to the user first, and cp writes to it relative to its working
-    dir, as the area above it is root's alone (mode 0700)."""
-    destination = "." if as_uid else content_dir
-    if os.path.isdir(source):
-        command = ["cp", "-a", "-T", "--", source, destination]
-    else:
-        command = ["cp", "-a", "--", source, os.path.join(destination, os.path.basename(source))]
-    drop: dict[str, Any] = {}
-    if as_uid:
-        gid, groups = credentials(as_uid)
-        os.chown(content_dir, as_uid, gid)
-        drop = {"cwd": content_dir, "user": as_uid, "group": gid, "extra_groups": groups}
-    completed = subprocess.run(command, capture_output=True, text=True, check=False, **drop)
-    if completed.returncode != 0:
-        reason = completed.stderr.strip().splitlines()
-        raise OperationFailed(f"cannot copy {source}: {reason[0] if reason else 'cp failed'}")
 
 
 def remove_empty_area(path: str) -> None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 
-from sdoverlay import content, ini, mountinfo, overlays, paths
+from sdoverlay import ini, mountinfo, overlays, paths
 from sdoverlay.bus import Systemd
 from sdoverlay.errors import Conflict, NotFound, OperationFailed, SdoverlayError
 from sdoverlay.dropin import SECTION
@@ -254,9 +255,9 @@ async def persist(systemd: Systemd, name: str) -> OverlayStatus:
             shutil.rmtree(partial)
         os.makedirs(partial, 0o700)
         if old.source is not None:
-            content.copy_in(old.content_dir, f"{partial}/content")
+            _copy_with_cp(old.content_dir, f"{partial}/content")
         if not old.read_only:
-            content.copy_in(old.upper_dir, f"{partial}/upper")
+            _copy_with_cp(old.upper_dir, f"{partial}/upper")
         # The drop-in first, then the data in place: data under its final
         # name always has a drop-in of ours, so it is never taken for state
         # that someone else left.
@@ -280,6 +281,18 @@ async def persist(systemd: Systemd, name: str) -> OverlayStatus:
     except SdoverlayError as error:
         error.message += f"; its drop-in {new.dropin} and data in {new.persistent_dir} are kept"
         raise
+
+
+def _copy_with_cp(source: str, destination: str) -> None:
+    """cp -a of an overlay's content or upper dir: cp keeps what an upper dir
+    means to overlayfs (whiteouts are 0:0 character devices, opaque dirs
+    trusted.overlay.* xattrs), which sdoverlay.snapshot, made for SOURCEs
+    that must carry no devices, does not make."""
+    completed = subprocess.run(["cp", "-a", "-T", "--", source, destination],
+                               capture_output=True, text=True, check=False)
+    if completed.returncode != 0:
+        reason = completed.stderr.strip().splitlines()
+        raise OperationFailed(f"cannot copy {source}: {reason[0] if reason else 'cp failed'}")
 
 
 def _area_mounted(spec: OverlaySpec) -> bool:

@@ -116,48 +116,57 @@ class Scan:
 
 def scan(root: str) -> Scan:
     """Walk ROOT without following symlinks (so neither loops nor links that
-    point outside ROOT are ever read: they are copied as links)."""
+    point outside ROOT are ever read: they are copied as links).
+
+    One lstat per entry, from the listing (DirEntry.stat), and listxattr
+    rather than a getxattr that fails for nearly every file: 45 ms instead
+    of 68 for 10,000 files (issue 9). Readability is asked only of a user's
+    scan: root reads everything (CAP_DAC_OVERRIDE)."""
     result = Scan()
     seen: set[tuple[int, int]] = set()
-    pending = [root]
+    check_access = os.getuid() != 0
+    pending = [(root, os.lstat(root))]
     while pending:
-        path = pending.pop()
-        info = os.lstat(path)
+        path, info = pending.pop()
         mode = info.st_mode
         if info.st_uid or info.st_gid:
             result.not_root_owned.append(path)
-        if stat.S_ISLNK(mode):
+        kind = stat.S_IFMT(mode)
+        if kind == stat.S_IFLNK:
             # tmpfs keeps a target of 128 bytes or more (with its NUL) in a page of its own.
             if len(os.readlink(path)) + 1 > SHORT_SYMLINK_LEN:
                 result.bytes_needed += PAGE
             continue
-        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+        if kind not in (stat.S_IFREG, stat.S_IFDIR):
             result.special.append(path)
             continue
         if mode & stat.S_IWOTH:
             result.world_writable.append(path)
-        if stat.S_ISDIR(mode):
+        if kind == stat.S_IFDIR:
             try:
-                pending.extend(sorted((entry.path for entry in os.scandir(path)), reverse=True))
+                with os.scandir(path) as listing:
+                    entries = sorted(listing, key=lambda entry: entry.name, reverse=True)
+                pending.extend([(entry.path, entry.stat(follow_symlinks=False)) for entry in entries])
             except PermissionError:
                 result.unreadable.append(path)
             continue
-        if not os.access(path, os.R_OK):
+        if check_access and not os.access(path, os.R_OK):
             result.unreadable.append(path)
         if mode & (stat.S_ISUID | stat.S_ISGID) or _has_capabilities(path):
             result.privileged.append(path)
-        if (info.st_dev, info.st_ino) not in seen:
+        if info.st_nlink > 1:
+            if (info.st_dev, info.st_ino) in seen:
+                continue  # another name of a file counted already
             seen.add((info.st_dev, info.st_ino))
-            result.bytes_needed += -(-info.st_size // PAGE) * PAGE
+        result.bytes_needed += -(-info.st_size // PAGE) * PAGE
     return result
 
 
 def _has_capabilities(path: str) -> bool:
     try:
-        os.getxattr(path, CAPABILITY_XATTR, follow_symlinks=False)
+        return CAPABILITY_XATTR in os.listxattr(path, follow_symlinks=False)
     except OSError:
         return False
-    return True
 
 
 def _listed(found: list[str]) -> str:
