@@ -96,21 +96,25 @@ class _Copier:
         """Depth first, entries in name order (as validate.scan walks), with
         one open dir per level."""
         levels = [self._enter(parent_fd, name, source, destination)]
-        while levels:
-            fd, source_dir, destination_dir, entries = levels[-1]
-            entry = next(entries, None)
-            if entry is None:
+        try:
+            while levels:
+                fd, source_dir, destination_dir, entries = levels[-1]
+                entry = next(entries, None)
+                if entry is None:
+                    os.close(fd)
+                    levels.pop()
+                    continue
+                entry_source = f"{source_dir}/{entry.name}"
+                target = f"{destination_dir}/{entry.name}"
+                info = _lstat(entry, fd, entry_source)
+                if stat.S_ISDIR(info.st_mode):
+                    _make_dir(target)
+                    levels.append(self._enter(fd, entry.name, entry_source, target))
+                else:
+                    self.entry(fd, entry.name, entry_source, target, info)
+        finally:  # a failed copy (the burst goes on with other overlays)
+            for fd, *_rest in levels:
                 os.close(fd)
-                levels.pop()
-                continue
-            entry_source = f"{source_dir}/{entry.name}"
-            target = f"{destination_dir}/{entry.name}"
-            info = _lstat(entry, fd, entry_source)
-            if stat.S_ISDIR(info.st_mode):
-                _make_dir(target)
-                levels.append(self._enter(fd, entry.name, entry_source, target))
-            else:
-                self.entry(fd, entry.name, entry_source, target, info)
 
     def _enter(self, parent_fd: int, name: str, source: str, destination: str
                ) -> tuple[int, str, str, Iterator[os.DirEntry[str]]]:

@@ -68,3 +68,21 @@ def test_a_dir_swapped_for_a_symlink_is_not_followed(tmp_path) -> None:
     # Listed as what it is, a symlink, it is copied as one.
     snapshot.copy(f"{tmp_path}/source", f"{tmp_path}/copy", keep_ownership=False)
     assert os.readlink(tmp_path / "copy" / "swapped") == str(tmp_path / "elsewhere")
+
+
+def test_a_failed_copy_says_where_and_keeps_no_dir_open(tmp_path) -> None:
+    """A copy that fails two dirs deep: a DESTINATION so long that a/ and
+    a/b/ can be made in it, a/b/file not (PATH_MAX)."""
+    (tmp_path / "source" / "a" / "b").mkdir(parents=True)
+    (tmp_path / "source" / "a" / "b" / "file").write_text("data")
+    destination = str(tmp_path / "copy")
+    while len(destination) < 4089 - 200:
+        destination += "/" + "d" * 199
+    destination += "/" + "e" * (4089 - len(destination) - 1)
+    assert len(destination) == 4089
+    os.makedirs(destination)
+    open_before = sorted(os.listdir("/proc/self/fd"))
+    with pytest.raises(snapshot.CopyFailed, match="/a/b/file: File name too long$"):
+        snapshot.copy(f"{tmp_path}/source", destination, keep_ownership=False)
+    assert os.path.isdir(f"{destination}/a/b")
+    assert sorted(os.listdir("/proc/self/fd")) == open_before
