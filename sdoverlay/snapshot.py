@@ -63,10 +63,7 @@ def copy(source: str, destination: str, keep_ownership: bool) -> validate.Scan:
     (paths under DESTINATION). Raises CopyFailed."""
     copier = _Copier(keep_ownership)
     parent, name = os.path.split(source.rstrip("/") or "/")
-    try:
-        parent_fd = os.open(parent or "/", _DIR_FLAGS)
-    except OSError as error:
-        raise _failed("cannot open", parent or "/", error) from error
+    parent_fd = _open(parent or "/", _DIR_FLAGS, None, parent or "/")
     try:
         info = _lstat(name or ".", parent_fd, source)
         if stat.S_ISDIR(info.st_mode):
@@ -120,10 +117,7 @@ class _Copier:
                ) -> tuple[int, str, str, Iterator[os.DirEntry[str]]]:
         """Open dir NAME of PARENT_FD (SOURCE is its path, for messages), note
         its attributes for DESTINATION, list its entries."""
-        try:
-            fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
-        except OSError as error:
-            raise _failed("cannot open", source, error) from error
+        fd = _open(name, _DIR_FLAGS, parent_fd, source)
         try:
             info = os.fstat(fd)
             xattrs = _read_xattrs(fd)
@@ -165,10 +159,7 @@ class _Copier:
     def _file(self, dir_fd: int, name: str, source: str, target: str) -> tuple[os.stat_result, int, bool]:
         """Copy one file; the stat of the file read, the mode written and
         whether file capabilities were."""
-        try:
-            reader = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
-        except OSError as error:
-            raise _failed("cannot open", source, error) from error
+        reader = _open(name, _READ_FLAGS, dir_fd, source)
         try:
             # The file opened, not the one listed: SOURCE may change meanwhile.
             info = os.fstat(reader)
@@ -261,6 +252,13 @@ class _Copier:
             self.found.privileged.append(target)
         if not counted:
             self.found.bytes_needed += -(-info.st_size // PAGE) * PAGE
+
+
+def _open(name: str, flags: int, dir_fd: int | None, source: str) -> int:
+    try:
+        return os.open(name, flags, dir_fd=dir_fd)
+    except OSError as error:
+        raise _failed("cannot open", source, error) from error
 
 
 def _lstat(entry: os.DirEntry[str] | str, dir_fd: int, source: str) -> os.stat_result:
