@@ -70,6 +70,10 @@ def make_tree(root: str, special: bool) -> None:
         out.truncate(1 << 20)
         out.seek(500_000)
         out.write(b"middle")
+    with open(os.path.join(root, "sparse-at-both-ends"), "wb") as out:
+        out.write(b"start" * 1000)
+        out.seek(3 << 20)
+        out.write(b"end")
     _file(root, "spaces and\na newline")
     with open(os.path.join(os.fsencode(root), b"not-utf8-\xff"), "wb") as out:
         out.write(b"n")
@@ -82,7 +86,7 @@ def make_tree(root: str, special: bool) -> None:
 
 
 def describe(root: str) -> dict[str, list]:
-    """Every entry's type and mode, owner, times, data, link target,
+    """Every entry's type and mode, owner, times, blocks, data, link target,
     attributes and which entry it is a hard link of. All stats are taken
     before any data is read (reading changes access times)."""
     stats = {}
@@ -101,9 +105,11 @@ def describe(root: str) -> dict[str, list]:
                 what = hashlib.sha256(data.read()).hexdigest()
         else:
             what = os.readlink(path) if kind == stat.S_IFLNK else ""
+        # Blocks: holes kept as holes (both copies are in one tmpfs).
         described[relative] = [
-            stat.filemode(info.st_mode), info.st_uid, info.st_gid, info.st_mtime_ns,
-            info.st_atime_ns, what, attributes, first_of_inode.setdefault(info.st_ino, relative)]
+            stat.filemode(info.st_mode), info.st_uid, info.st_gid, info.st_mtime_ns, info.st_atime_ns,
+            info.st_blocks if kind == stat.S_IFREG else 0, what, attributes,
+            first_of_inode.setdefault(info.st_ino, relative)]
     return described
 
 
