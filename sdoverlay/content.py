@@ -104,12 +104,13 @@ def _own_path_by_root(path: str) -> None:
     if stat.S_ISLNK(info.st_mode):
         os.lchown(path, 0, 0)
         return
-    try:
+    # Asked with listxattr: a getxattr fails (an exception) for nearly every file.
+    capabilities = None
+    if stat.S_ISREG(info.st_mode) and validate.CAPABILITY_XATTR in os.listxattr(path):
         capabilities = os.getxattr(path, validate.CAPABILITY_XATTR)
-    except OSError:
-        capabilities = None
     os.chown(path, 0, 0)
-    os.chmod(path, stat.S_IMODE(info.st_mode))
+    if info.st_mode & (stat.S_ISUID | stat.S_ISGID):  # the bits chown(2) clears
+        os.chmod(path, stat.S_IMODE(info.st_mode))
     if capabilities is not None:
         os.setxattr(path, validate.CAPABILITY_XATTR, capabilities)
 
