@@ -134,7 +134,7 @@ def scan(root: str) -> Scan:
         kind = stat.S_IFMT(mode)
         if kind == stat.S_IFLNK:
             # tmpfs keeps a target of 128 bytes or more (with its NUL) in a page of its own.
-            if len(os.readlink(path)) + 1 > SHORT_SYMLINK_LEN:
+            if len(os.fsencode(os.readlink(path))) + 1 > SHORT_SYMLINK_LEN:  # bytes, not characters
                 result.bytes_needed += PAGE
             continue
         if kind not in (stat.S_IFREG, stat.S_IFDIR):

@@ -63,6 +63,7 @@ def make_tree(root: str, special: bool) -> None:
     os.symlink("a/file", os.path.join(root, "short-link"))
     os.lchown(os.path.join(root, "short-link"), 1000, 1000)
     os.symlink("x" * 200, os.path.join(root, "long-link"))
+    os.symlink("é" * 70, os.path.join(root, "long-in-bytes-link"))  # 70 characters, 140 bytes
     os.symlink("/nonexistent", os.path.join(root, "dangling"))
     os.link(os.path.join(root, "a/file"), os.path.join(root, "opaque/hard-link"))
     os.link(os.path.join(root, "a/file"), os.path.join(root, "hard-link"))
