@@ -132,7 +132,9 @@ class _Copier:
         return fd, source, destination, iter(entries)
 
     def entry(self, dir_fd: int, name: str, source: str, target: str, info: os.stat_result) -> None:
-        """Anything but a dir: NAME in DIR_FD (SOURCE is its path, for messages)."""
+        """Anything but a dir (as listed; a file that is a dir by the time it
+        is opened fails in _file): NAME in DIR_FD (SOURCE is its path, for
+        messages)."""
         mode = info.st_mode
         if info.st_nlink > 1 and (info.st_dev, info.st_ino) in self.links:
             first, *written = self.links[(info.st_dev, info.st_ino)]
@@ -148,11 +150,7 @@ class _Copier:
             self._note_file(target, opened, written_mode, capabilities, counted=False)
         elif stat.S_ISLNK(mode):
             self._symlink(dir_fd, name, source, target, info)
-        else:
-            # Devices, FIFOs, sockets: recorded for validate.content, not made.
-            # (A dir here was made one since it was listed: as cp, fail.)
-            if stat.S_ISDIR(mode):
-                raise _failed("cannot copy", source, OSError(errno.EISDIR, "changed while being copied"))
+        else:  # devices, FIFOs, sockets: recorded for validate.content, not made
             self.found.special.append(target)
 
     def _file(self, dir_fd: int, name: str, source: str, target: str) -> tuple[os.stat_result, int, bool]:
