@@ -20,6 +20,7 @@ import os
 import socket
 import time
 
+from sdoverlay import paths
 from sdoverlay.dbuscodec import Message, MessageType, Unmarshaller
 from sdoverlay.errors import OperationFailed
 from sdoverlay.unitqueries import CALL_TIMEOUT, SystemdQueries
@@ -46,17 +47,8 @@ def system_bus_path(address: str | None = None) -> str:
         for option in options.split(","):
             key, _, value = option.partition("=")
             if key == "path" and value:
-                return _unescape_address_value(value)
+                return paths.percent_decode(value, errors="surrogateescape")  # the specification's %XX
     raise OperationFailed(f"cannot connect to the system bus: no unix:path= in its address {address!r}")
-
-
-def _unescape_address_value(value: str) -> str:
-    # The specification's escaping of address values: %XX for any byte.
-    first, *escaped = value.split("%")
-    data = bytearray(first.encode())
-    for piece in escaped:
-        data += bytes([int(piece[:2], 16)]) + piece[2:].encode()
-    return data.decode("utf-8", "surrogateescape")
 
 
 def run(coroutine: Coroutine[Any, Any, T]) -> T:

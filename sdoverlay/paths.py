@@ -24,6 +24,30 @@ WORD_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123
 NAME_MAX = 64
 _NAME_CHARS = WORD_CHARS | {"-"}
 
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+
+
+def percent_decode(text: str, errors: str = "replace") -> str:
+    """TEXT with each %XX the byte XX, decoded as UTF-8 with ERRORS; a '%'
+    not followed by two hex digits stays as it is. For sdoverlay's metadata
+    values (sdoverlay.spec.quote_metadata) and D-Bus address values
+    (sdoverlay.blocking), both escaped that way. Without urllib: the
+    generator imports this (issue 9)."""
+    if "%" not in text:
+        return text
+    raw = bytearray()
+    index = 0
+    while index < len(text):
+        pair = text[index + 1:index + 3]
+        if text[index] == "%" and len(pair) == 2 and _HEX_DIGITS.issuperset(pair):
+            raw.append(int(pair, 16))
+            index += 3
+        else:
+            raw += text[index].encode(errors="surrogateescape")
+            index += 1
+    return raw.decode(errors=errors)
+
+
 # Between the SOURCEs of a layered overlay in an overlay's `source` (its
 # metadata, a drop-in's Source=, the service's API), as between overlayfs'
 # lower dirs: no SOURCE can contain one (_UNSAFE_PATH_CHARS).

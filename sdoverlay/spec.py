@@ -34,25 +34,6 @@ def quote_metadata(value: str) -> str:
     return "".join(chr(byte) if chr(byte) in _METADATA_SAFE else f"%{byte:02X}" for byte in value.encode())
 
 
-def unquote_metadata(text: str) -> str:
-    if "%" not in text:
-        return text
-    raw = bytearray()
-    index = 0
-    while index < len(text):
-        if text[index] == "%" and _is_hex(text[index + 1:index + 3]):
-            raw.append(int(text[index + 1:index + 3], 16))
-            index += 3
-        else:
-            raw += text[index].encode()
-            index += 1
-    return raw.decode(errors="replace")
-
-
-def _is_hex(pair: str) -> bool:
-    return len(pair) == 2 and all(c in "0123456789abcdefABCDEF" for c in pair)
-
-
 @record  # not a dataclass: see sdoverlay.record
 class OverlaySpec:
     """Everything needed to create, find and tear down one overlay."""
@@ -226,7 +207,7 @@ def parse_metadata(options: str) -> dict[str, str]:
     for entry in options.split(","):
         if entry.startswith(METADATA_PREFIX) and "=" in entry:
             key, _, value = entry[len(METADATA_PREFIX):].partition("=")
-            found[key] = unquote_metadata(value)
+            found[key] = paths.percent_decode(value)
     return found
 
 

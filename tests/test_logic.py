@@ -410,11 +410,12 @@ def test_utab_options_by_mount_point() -> None:
 
 @pytest.mark.parametrize("value", ["/usr/share/doc", "/tmp/100%", "a,b=c", "/ünï code", "%zz", "", "x" * 300])
 def test_metadata_quoting_round_trips(value: str) -> None:
-    from sdoverlay.spec import quote_metadata, unquote_metadata
+    from sdoverlay.paths import percent_decode
+    from sdoverlay.spec import quote_metadata
 
     quoted = quote_metadata(value)
     assert "," not in quoted and "=" not in quoted
-    assert unquote_metadata(quoted) == value
+    assert percent_decode(quoted) == value
 
 
 def test_target_index_agrees_with_overlaps() -> None:
