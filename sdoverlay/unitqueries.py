@@ -90,6 +90,11 @@ class UnitState:
         return self.load != "not-found" or self.active != "inactive"
 
 
+def _states(units: list[list[Any]]) -> dict[str, UnitState]:
+    """The (name, description, load, active, sub, ...) rows of systemd's ListUnits* replies."""
+    return {unit[0]: UnitState(load=unit[2], active=unit[3], sub=unit[4]) for unit in units}
+
+
 class SystemdQueries:
     """Calls to PID 1 and the bus, and every read sdoverlay makes of systemd."""
 
@@ -189,7 +194,7 @@ class SystemdQueries:
         (units,) = await self._call_manager(
             "ListUnitsByPatterns", "asas", [states or [], patterns], "cannot list units"
         )
-        return {unit[0]: UnitState(load=unit[2], active=unit[3], sub=unit[4]) for unit in units}
+        return _states(units)
 
     async def units_by_name(self, names: list[str]) -> dict[str, UnitState]:
         """The states of NAMES, in one call, loaded or not ("not-found",
@@ -199,7 +204,7 @@ class SystemdQueries:
         (units,) = await self._call_manager(
             "ListUnitsByNames", "as", [names], "cannot look up units"
         )
-        return {unit[0]: UnitState(load=unit[2], active=unit[3], sub=unit[4]) for unit in units}
+        return _states(units)
 
     async def active_states(self, names: list[str]) -> dict[str, str]:
         """ActiveState of each of NAMES ("inactive" where there is no such unit)."""
