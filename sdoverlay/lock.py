@@ -15,13 +15,13 @@ even by SIGKILL, so a killed command never leaves the lock taken.
 
 from __future__ import annotations
 
-from sdoverlay.dbusnext import asyncio  # without ssl: see there
 import contextlib
 import fcntl
 import os
 import time
 from collections.abc import AsyncIterator
 
+from sdoverlay.dbusnext import asyncio  # without ssl: see there
 from sdoverlay.errors import OperationFailed
 
 LOCK_DIR = "/run/sdoverlay"

@@ -6,7 +6,6 @@ either finishes or rolls back what it created.
 
 from __future__ import annotations
 
-from sdoverlay.dbusnext import asyncio  # without ssl: see there
 import dataclasses
 import datetime
 import time
@@ -24,8 +23,8 @@ from sdoverlay import (
     units,
 )
 from sdoverlay.bus import Systemd
-from sdoverlay.unitqueries import MOUNT, SERVICE
 from sdoverlay.config import Config
+from sdoverlay.dbusnext import asyncio  # without ssl: see there
 from sdoverlay.errors import (
     Conflict,
     LimitExceeded,
@@ -36,6 +35,7 @@ from sdoverlay.errors import (
 )
 from sdoverlay.spec import OverlaySpec
 from sdoverlay.status import OverlayStatus, all_specs, find, our_overlay_mount
+from sdoverlay.unitqueries import MOUNT, SERVICE
 
 
 def now_iso() -> str:

@@ -13,7 +13,6 @@ polkit, as in systemd's bus-polkit.c. Every check is in sdoverlay.verbs.
 
 from __future__ import annotations
 
-from sdoverlay.dbusnext import asyncio  # without ssl: see there
 import json
 import os
 import signal
@@ -21,10 +20,11 @@ import sys
 import time
 from typing import Any
 
-
-from sdoverlay.dbusnext import BusType, DBusError, Message, MessageBus, MessageFlag, MessageType, RequestNameReply, Variant
 from sdoverlay import api, identity, verbs
 from sdoverlay.bus import Systemd
+from sdoverlay.dbusnext import (  # asyncio without ssl: see there
+    BusType, DBusError, Message, MessageBus, MessageFlag, MessageType, RequestNameReply, Variant, asyncio,
+)
 from sdoverlay.errors import OperationFailed, PermissionDenied, as_sdoverlay_error
 
 IDLE_SECONDS = float(os.environ.get("SDOVERLAY_IDLE_SECONDS", "30"))  # hostnamed's DEFAULT_EXIT_USEC

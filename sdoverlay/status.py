@@ -13,10 +13,10 @@ import time
 
 from sdoverlay import ini, mountinfo, paths
 from sdoverlay import spec as spec_module
-from sdoverlay.unitqueries import MOUNT, SystemdQueries, UnitState
 from sdoverlay.errors import NotFound
 from sdoverlay.record import record
 from sdoverlay.spec import OverlaySpec
+from sdoverlay.unitqueries import MOUNT, SystemdQueries, UnitState
 
 TYPE_CHECKING = False  # typing is not imported at run time (sdoverlay.record)
 if TYPE_CHECKING:
