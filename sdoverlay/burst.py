@@ -15,9 +15,8 @@ each area's tmpfs detached (the new mount API, fsopen and fsmount: no mount
 event yet), with its size cap, and fills it there (SOURCE, upper and work
 dirs); then it attaches all areas (move_mount) and mounts all overlays
 (mount(2)) back to back: one tight run of mount events, not two mount(8)
-calls per overlay that each wake systemd twice (mountinfo and utab).
-(mount(2) leaves no utab entry: `sdoverlay list` reads such an area's
-metadata from its generated unit.)
+calls per overlay that each wake systemd. (`sdoverlay list` reads an
+area's metadata from its unit's file, here the generated one.)
 
 Each overlay's own units are still generated, and systemd shows them active
 as it finds their mounts, but nothing starts them at boot: their jobs, too,

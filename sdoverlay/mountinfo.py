@@ -49,34 +49,6 @@ def parse(text: str) -> list[MountEntry]:
     return entries
 
 
-# libmount's record of the options the kernel does not keep (x-*), by mount
-# point: sdoverlay's metadata (x-sdoverlay.*) is there for every area that
-# systemd mounted with mount(8).
-UTAB = "/run/mount/utab"
-
-
-def parse_utab(text: str) -> dict[str, str]:
-    """OPTS= of each TARGET= in utab's KEY=VALUE lines (values escaped as in
-    mountinfo); the last entry for a mount point wins."""
-    options = {}
-    for line in text.splitlines():
-        fields = {}
-        for field in line.split(" "):
-            key, _, value = field.partition("=")
-            fields[key] = _unescape(value)
-        if "TARGET" in fields and "OPTS" in fields:
-            options[fields["TARGET"]] = fields["OPTS"]
-    return options
-
-
-def read_utab() -> dict[str, str]:
-    try:
-        with open(UTAB, encoding="utf-8", errors="surrogateescape") as file:
-            return parse_utab(file.read())
-    except FileNotFoundError:
-        return {}
-
-
 def read() -> list[MountEntry]:
     with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as file:
         return parse(file.read())

@@ -15,6 +15,9 @@ PERSISTENT_ROOT = "/var/lib/sdoverlay"
 RUN_REQUESTS_DIR = "/run/sdoverlay-run"
 # Where systemd has its system generators write units (man:systemd.generator(7)).
 GENERATED_UNITS_DIR = "/run/systemd/generator"
+# Where systemd keeps the unit files of transient units (man:systemd.unit(5),
+# "Unit File Load Path"), written when StartTransientUnit creates them.
+TRANSIENT_UNITS_DIR = "/run/systemd/transient"
 
 # Sets of characters rather than `re` or `string`: the generator imports this,
 # and re with enum was a quarter of its run (issue 9, benchmarks/README.md).

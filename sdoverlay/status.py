@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 
-from sdoverlay import ini, mountinfo, paths
+from sdoverlay import mountinfo, paths
 from sdoverlay import spec as spec_module
 from sdoverlay.errors import NotFound
 from sdoverlay.record import record
@@ -72,9 +72,10 @@ async def _statuses(systemd: SystemdQueries, areas: dict[str, UnitState], mounts
     """The status of each overlay whose area unit is in AREAS, sorted by name.
 
     The number of D-Bus calls does not grow with the number of overlays
-    (issue 9): an area's metadata comes from libmount's utab (or the unit the
-    generator wrote; one property read for an area that is not mounted), the
-    overlay and detached units' states from one ListUnitsByNames. FROM_KERNEL
+    (issue 9): an area's metadata comes from its unit's file (systemd's
+    transient one, or the generator's; one property read for an area unit
+    that has neither), the overlay and detached units' states from one
+    ListUnitsByNames. FROM_KERNEL
     (list): an overlay the kernel shows mounted is active without asking
     systemd, which is then asked about the others only: the reply for 500
     overlays took 14 ms to unpack in dbus-next.
@@ -93,37 +94,45 @@ async def _statuses(systemd: SystemdQueries, areas: dict[str, UnitState], mounts
 
 async def _specs(systemd: SystemdQueries, areas: dict[str, UnitState]) -> list[tuple[OverlaySpec, str]]:
     """(spec, area ActiveState) of each of AREAS that is an overlay of ours."""
-    utab = {paths.mount_unit_name(mount_point): options for mount_point, options in mountinfo.read_utab().items()
-            if paths.is_within(mount_point, paths.AREA_ROOT)}
     specs = []
     for area_unit, area in sorted(areas.items()):
         if not area.exists:
             continue
-        options = utab.get(area_unit) if area.active == "active" else None
-        if options is None:
-            options = _generated_options(area_unit)
-        if options is None:
+        metadata = _unit_file_metadata(area_unit)
+        if metadata is None:
             path = await systemd.unit_path(area_unit)
             if path is None:
                 continue
-            options = str(await systemd.unit_property(path, MOUNT, "Options"))
-        spec = spec_module.spec_from_metadata(spec_module.parse_metadata(options))
+            fields = [bytes(field).decode("utf-8", "surrogateescape")
+                      for field in await systemd.unit_property(path, MOUNT, "LogExtraFields")]
+            metadata = spec_module.metadata_in_log_fields(fields)
+        spec = spec_module.spec_from_metadata(spec_module.parse_metadata(metadata or ""))
         if spec is not None and spec.area_unit == area_unit:
             specs.append((spec, area.active))  # else not ours: no sdoverlay metadata
     return specs
 
 
-def _generated_options(area_unit: str) -> str | None:
-    """Options= of the area unit the generator wrote, for a boot overlay: the
-    burst mounts areas with mount(2), which leaves no utab entry
-    (sdoverlay.burst), and systemd may not have loaded the unit of one that
-    is not mounted. None for an overlay made by the CLI (a transient unit)."""
-    try:
-        text = ini.read_regular_file(os.path.join(paths.GENERATED_UNITS_DIR, area_unit))
-    except (OSError, ValueError):
-        return None
-    found = [value for section, key, value in ini.parse(text) if section == "Mount" and key == "Options"]
-    return found[-1].replace("%%", "%") if found else None
+# The area unit's metadata line as sdoverlay.units writes it and systemd
+# keeps it in a transient unit's file: the field on a line of its own, '%' as '%%'.
+_METADATA_LINE = f"LogExtraFields={spec_module.METADATA_FIELD}="
+
+
+def _unit_file_metadata(area_unit: str) -> str | None:
+    """The metadata in AREA_UNIT's file: systemd's own for a transient unit
+    (an overlay made by the CLI), which takes precedence as in systemd's unit
+    search path, or the generator's (a boot overlay, which systemd may not
+    have loaded). One read of a small file each: no D-Bus call per overlay
+    (issue 9). None where neither has it (a unit from /etc, say)."""
+    for directory in (paths.TRANSIENT_UNITS_DIR, paths.GENERATED_UNITS_DIR):
+        try:
+            with open(os.path.join(directory, area_unit), encoding="utf-8", errors="surrogateescape") as file:
+                text = file.read()
+        except OSError:
+            continue
+        found = [line[len(_METADATA_LINE):] for line in text.splitlines() if line.startswith(_METADATA_LINE)]
+        if found:
+            return found[-1].rstrip().replace("%%", "%")
+    return None
 
 
 def _status(spec: OverlaySpec, area_state: str, overlay_state: str, detached_state: str,

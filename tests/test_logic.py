@@ -89,8 +89,7 @@ def test_sizes_refused(size: str) -> None:
 
 def test_metadata_round_trip_with_awkward_source() -> None:
     spec = make_spec(source="/tmp/a,b=c%d e", read_only=True, kind="service", lazy_unmount=True)
-    options = "rw,relatime,size=1024k," + spec.area_options.split(",", 2)[2]
-    assert spec_from_metadata(parse_metadata(options)) == spec
+    assert spec_from_metadata(parse_metadata(spec.metadata_options)) == spec
 
 
 def test_metadata_of_foreign_mount_is_none() -> None:
@@ -118,7 +117,9 @@ def test_mount_kind_units_as_properties() -> None:
     assert area_props["Where"] == Variant("s", "/run/usroverlay/demo")
     # '%' is '%%' in the unit file text and a plain '%' on the bus.
     assert "%%25" in area.text
-    assert "x-sdoverlay.source=/tmp/100%25" in area_props["Options"].value
+    assert area_props["Options"] == Variant("s", "mode=0700,size=25%")  # no metadata: no utab entry
+    [metadata] = [field for field in area_props["LogExtraFields"].value if field.startswith(b"SDOVERLAY_METADATA=")]
+    assert b"x-sdoverlay.source=/tmp/100%25" in metadata
     assert "SourcePath" not in area_props  # no drop-in: the line is left out
     overlay_props = dict(unitfile.to_properties(overlay.text))
     assert overlay_props["BindsTo"] == Variant("as", ["run-usroverlay-demo.mount"])
@@ -395,17 +396,6 @@ def test_templates_have_no_empty_settings_of_their_own() -> None:
                     key, sep, value = line.rstrip("\n").partition("=")
                     if sep and not key.startswith("#"):
                         assert value.strip(), f"{name}: {line!r}"
-
-
-def test_utab_options_by_mount_point() -> None:
-    text = ("ID=42 SRC=tmpfs TARGET=/run/usroverlay/a ROOT=/ OPTS=x-sdoverlay.name=a,x-sdoverlay.size=25%25\n"
-            "SRC=/dev/sda1 TARGET=/mnt/with\\040space ROOT=/ OPTS=x-mount.mkdir\n"
-            "SRC=tmpfs TARGET=/run/usroverlay/a ROOT=/ OPTS=x-sdoverlay.name=a,x-sdoverlay.created=later\n"
-            "SRC=none TARGET=/no/options ROOT=/\n")
-    assert mountinfo.parse_utab(text) == {
-        "/run/usroverlay/a": "x-sdoverlay.name=a,x-sdoverlay.created=later",  # the last entry wins
-        "/mnt/with space": "x-mount.mkdir",
-    }
 
 
 @pytest.mark.parametrize("value", ["/usr/share/doc", "/tmp/100%", "a,b=c", "/ünï code", "%zz", "", "x" * 300])

@@ -136,6 +136,14 @@ def test_list_json_fields_survive_reload_and_reexec(bed: Container) -> None:
     text = bed.sdoverlay("list", check=True).stdout
     assert "meta" in text and "/usr/share/doc" in text and "64.0M" in text
 
+    # The metadata is in the area unit's LogExtraFields=, not in its mount
+    # options: mount(8) would keep those in libmount's utab, which slows
+    # every later mount change on the system (issue 9).
+    fields = bed.run(["systemctl", "show", "-P", "LogExtraFields", "run-usroverlay-meta.mount"]).stdout
+    assert "SDOVERLAY_METADATA=x-sdoverlay.name=meta," in fields and "SDOVERLAY_NAME=meta" in fields
+    assert "x-sdoverlay" not in bed.run(["systemctl", "show", "-P", "Options", "run-usroverlay-meta.mount"]).stdout
+    assert "usroverlay" not in bed.sh("cat /run/mount/utab 2>/dev/null || true").stdout
+
     # Metadata lives in the units only; systemd must keep it across both.
     for command in ("daemon-reload", "daemon-reexec"):
         bed.run(["systemctl", command])
@@ -145,6 +153,16 @@ def test_list_json_fields_survive_reload_and_reexec(bed: Container) -> None:
 
     filtered = bed.sdoverlay("list", "--json", "--user", "1000", check=True)
     assert json.loads(filtered.stdout) == []
+
+    # list reads the metadata from systemd's transient unit file (no D-Bus
+    # call per overlay); where that file does not have it, from the unit's
+    # property over D-Bus. (systemd reads the file again only on a reload.)
+    unit_file = "/run/systemd/transient/run-usroverlay-meta.mount"
+    bed.sh(f"sed -i '/^LogExtraFields=SDOVERLAY_METADATA=/d' {unit_file}")
+    assert "SDOVERLAY_METADATA" not in bed.run(["cat", unit_file]).stdout
+    assert listed(bed)["meta"] == before
+    bed.sdoverlay("remove", "meta", check=True)
+    assert_gone(bed, "meta", "/usr/share/doc")
 
 
 def test_unlock_usr_itself_and_remove(bed: Container) -> None:

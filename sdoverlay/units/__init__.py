@@ -25,7 +25,7 @@ import sys
 
 from sdoverlay import events, paths
 from sdoverlay.record import record
-from sdoverlay.spec import BURST_UNIT, OverlaySpec
+from sdoverlay.spec import BURST_UNIT, METADATA_FIELD, OverlaySpec
 
 _TEMPLATES = os.path.dirname(__file__)
 _templates: dict[str, str] = {}
@@ -147,6 +147,9 @@ def context(spec: OverlaySpec, python: str = sys.executable) -> dict[str, str]:
         "overlay_unit": spec.overlay_unit,
         "dropin": unit_escape(spec.dropin),
         "area_options": unit_escape(spec.area_options),
+        # Percent-encoded metadata has no white space, quotes or backslashes:
+        # one word as it is, which sdoverlay.status finds on a line of its own.
+        "metadata_field": unit_escape(f"{METADATA_FIELD}={spec.metadata_options}"),
         "overlay_options_text": unit_escape(spec.overlay_options),
         # A private overlay's mount is read-only from the start, which takes
         # the new mount API (sdoverlay.private), not mount(8).
