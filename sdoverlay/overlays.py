@@ -46,13 +46,14 @@ async def _active_state(systemd: Systemd, unit: str) -> str:
     return (await systemd.active_states([unit]))[unit]
 
 
-async def check_new(systemd: Systemd, spec_name: str, target: str, size: str, owner_uid: int, limits: Config) -> None:
+async def check_new(systemd: Systemd, spec_name: str, target: str, size: str, owner_uid: int, limits: Config,
+                    mounts: list[mountinfo.MountEntry]) -> None:
     """Refuse a new overlay whose name is taken, whose target meets another
-    overlay's or would hide other mounts, or that is over its owner's quota."""
+    overlay's or would hide other mounts (MOUNTS, the kernel's mount table),
+    or that is over its owner's quota."""
     area_unit = paths.mount_unit_name(paths.area_dir(spec_name))
     if (await systemd.units_by_name([area_unit]))[area_unit].exists:
         raise Conflict(f"an overlay named {spec_name!r} exists already")
-    mounts = mountinfo.read()
     existing = await all_specs(systemd, mounts)
     for other in existing:
         if paths.overlaps(target, other.target):
@@ -87,13 +88,14 @@ def check_owner(status: OverlayStatus, caller_uid: int, force: bool, verb: str) 
         )
 
 
-async def mount_plan(systemd: Systemd, target: str, private: bool = False) -> dict[str, Any]:
-    """kinds.mount_plan, with "taken" asked of the kernel and of systemd
+async def mount_plan(systemd: Systemd, target: str, mounts: list[mountinfo.MountEntry],
+                     private: bool = False) -> dict[str, Any]:
+    """kinds.mount_plan, with "taken" asked of the kernel (MOUNTS) and of systemd
     (a recently unmounted path's .mount unit lingers until garbage-collected)."""
     if private:
         return kinds.mount_plan(target, target_taken=False, private=True)
     unit = paths.mount_unit_name(target)
-    taken = mountinfo.is_mount_point(target, mountinfo.read()) or (await systemd.units_by_name([unit]))[unit].exists
+    taken = mountinfo.is_mount_point(target, mounts) or (await systemd.units_by_name([unit]))[unit].exists
     return kinds.mount_plan(target, taken)
 
 

