@@ -67,6 +67,24 @@ def test_containment_is_by_component() -> None:
     assert not paths.overlaps("/usr/share/a", "/usr/share/ab")
 
 
+def test_containment_by_string_agrees_with_components() -> None:
+    # is_within compares normal absolute paths as strings (issue 9); on
+    # any paths it must answer as the comparison of components does.
+    import itertools
+
+    def by_components(path: str, parent: str) -> bool:
+        path_parts = [part for part in path.split("/") if part]
+        parent_parts = [part for part in parent.split("/") if part]
+        return path_parts[: len(parent_parts)] == parent_parts
+
+    parts = ["usr", "lib", "lib64", "", ".", "..", ".x", "a.b"]
+    relative = ["/".join(combination) for length in range(4) for combination in itertools.product(parts, repeat=length)]
+    candidates = {form for path in relative for form in (path, "/" + path, "/" + path + "/")}
+    parents = [path for path in candidates if path.count("/") <= 2]
+    for path, parent in itertools.product(candidates, parents):
+        assert paths.is_within(path, parent) == by_components(path, parent), (path, parent)
+
+
 @pytest.mark.parametrize("path", ["/usr/a,b", "/usr/a:b", "/usr/a b", "/usr/a%b", "/usr/a\\b", "/usr/a\x01"])
 def test_unsafe_path_chars(path: str) -> None:
     assert paths.check_path_chars(path) is not None
