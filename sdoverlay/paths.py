@@ -91,7 +91,9 @@ def escape_path(path: str) -> str:
     A mount unit must be named after its Where= path this way, or systemd
     refuses it with BadUnitSetting.
     """
-    trimmed = "/".join(part for part in path.split("/") if part)
+    # A normal path (every one sdoverlay makes) is trimmed by slicing: list
+    # escapes four paths an overlay (issue 9).
+    trimmed = path[1:] if _is_normal(path) else "/".join(part for part in path.split("/") if part)
     if not trimmed:
         return "-"
     if trimmed.isascii() and trimmed[0] != ".":

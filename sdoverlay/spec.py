@@ -8,7 +8,8 @@ survives `daemon-reload` and `daemon-reexec`; it also marks every journal
 record of the area's mount and unmount as the overlay's.
 
 Not in the area's mount options (Options=), where it was first: mount(8)
-keeps x-* options in libmount's /run/mount/utab, which systemd and every
+keeps x-* options in libmount's /run/mount/utab, which systemd (252:
+mount_load_proc_self_mountinfo, through mnt_table_parse_mtab) and every
 mount(8) then read and merge into the mount table on every mount change. With
 300 overlays present that made each new overlay 1.45x as slow as with none,
 against 1.15x with the same mounts and no utab, and systemd's own
@@ -224,10 +225,13 @@ def parse_metadata(options: str) -> dict[str, str]:
     """The x-sdoverlay.* entries of a metadata string (comma-separated)."""
     found = {}
     for entry in options.split(","):
-        if entry.startswith(METADATA_PREFIX) and "=" in entry:
-            key, _, value = entry[len(METADATA_PREFIX):].partition("=")
-            found[key] = paths.percent_decode(value)
+        key, separator, value = entry.partition("=")
+        if separator and key.startswith(METADATA_PREFIX):
+            found[key[_METADATA_PREFIX_LENGTH:]] = paths.percent_decode(value) if "%" in value else value
     return found
+
+
+_METADATA_PREFIX_LENGTH = len(METADATA_PREFIX)
 
 
 def spec_from_argument(argv: list[str], program: str) -> OverlaySpec | None:
