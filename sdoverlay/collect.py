@@ -37,9 +37,9 @@ class Finding:
 
 def overlay_name_of_unit(unit: str) -> str | None:
     """The overlay NAME in usroverlay-NAME[-content|-hold|-detached].service
-    or run-usroverlay-NAME.mount (names need no unit-name escaping)."""
-    if unit.startswith("run-usroverlay-") and unit.endswith(".mount"):
-        return unit[len("run-usroverlay-"):-len(".mount")]
+    or in its area's mount unit (where a '-' of NAME is escaped)."""
+    if unit.endswith(".mount"):
+        return paths.name_of_area_unit(unit)
     if unit.startswith("usroverlay-"):
         for suffix in _HELPER_SUFFIXES:
             if unit.endswith(suffix):

@@ -85,6 +85,13 @@ _ESCAPE_ASCII = {code: "-" if chr(code) == "/" else chr(code) if chr(code) in _U
                  for code in range(128)}
 
 
+def _is_normal(path: str) -> bool:
+    """An absolute path without empty components ('//', a trailing '/' but
+    "/"), as the kernel writes mount points: compared by string, such paths
+    answer as their components do."""
+    return path.startswith("/") and "//" not in path and (path == "/" or not path.endswith("/"))
+
+
 def escape_path(path: str) -> str:
     """The unit-name form of PATH, as `systemd-escape --path` prints it.
 
@@ -123,6 +130,19 @@ def area_dir(name: str) -> str:
     return f"{AREA_ROOT}/{name}"
 
 
+_AREA_UNIT_PREFIX = escape_path(AREA_ROOT) + "-"
+
+
+def name_of_area_unit(unit: str) -> str | None:
+    """The overlay name whose area's mount unit is UNIT (mount_unit_name of
+    area_dir), or None if UNIT is no such unit of a valid name."""
+    if not (unit.startswith(_AREA_UNIT_PREFIX) and unit.endswith(".mount")):
+        return None
+    # Of a name's characters only '-' is escaped in a unit name (\x2d).
+    name = unit[len(_AREA_UNIT_PREFIX):-len(".mount")].replace("\\x2d", "-")
+    return name if check_name(name) is None else None
+
+
 def is_sdoverlay_layer(path: str) -> bool:
     """Is PATH inside an overlay area or in persistent storage, where
     sdoverlay keeps the layers of the overlays it mounts?"""
@@ -141,13 +161,6 @@ def is_within(path: str, parent: str) -> bool:
     path_parts = [p for p in path.split("/") if p]
     parent_parts = [p for p in parent.split("/") if p]
     return path_parts[: len(parent_parts)] == parent_parts
-
-
-def _is_normal(path: str) -> bool:
-    """An absolute path without empty components ('//', a trailing '/' but
-    "/"), as the kernel writes mount points: compared by string, such paths
-    answer as their components do."""
-    return path.startswith("/") and "//" not in path and (path == "/" or not path.endswith("/"))
 
 
 def overlaps(a: str, b: str) -> bool:

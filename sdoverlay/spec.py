@@ -144,7 +144,7 @@ class OverlaySpec:
 
     @property
     def detached_unit(self) -> str:
-        return f"usroverlay-{self.name}-detached.service"
+        return detached_unit_name(self.name)
 
     @property
     def helper_units(self) -> list[str]:
@@ -211,6 +211,12 @@ class OverlaySpec:
 
 def _yes_no(value: bool) -> str:
     return "yes" if value else "no"
+
+
+def detached_unit_name(name: str) -> str:
+    """The unit that keeps overlay NAME's area while the overlay, removed
+    and detached lazily, is still in use (sdoverlay.units)."""
+    return f"usroverlay-{name}-detached.service"
 
 
 def metadata_in_log_fields(fields: list[str]) -> str | None:

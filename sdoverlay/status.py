@@ -16,7 +16,7 @@ from sdoverlay import spec as spec_module
 from sdoverlay.errors import NotFound
 from sdoverlay.record import record
 from sdoverlay.spec import OverlaySpec
-from sdoverlay.unitqueries import MOUNT, SystemdQueries, UnitState
+from sdoverlay.unitqueries import MOUNT, SERVICE, SystemdQueries, UnitState
 
 TYPE_CHECKING = False  # typing is not imported at run time (sdoverlay.record)
 if TYPE_CHECKING:
@@ -98,18 +98,35 @@ async def _specs(systemd: SystemdQueries, areas: dict[str, UnitState]) -> list[t
     for area_unit, area in sorted(areas.items()):
         if not area.exists:
             continue
-        metadata = _unit_file_metadata(area_unit)
-        if metadata is None:
-            path = await systemd.unit_path(area_unit)
-            if path is None:
-                continue
-            fields = [bytes(field).decode("utf-8", "surrogateescape")
-                      for field in await systemd.unit_property(path, MOUNT, "LogExtraFields")]
-            metadata = spec_module.metadata_in_log_fields(fields)
+        metadata = await _metadata(systemd, area_unit)
         spec = _spec_of(metadata or "")
         if spec is not None and spec.area_unit == area_unit:
             specs.append((spec, area.active))  # else not ours: no sdoverlay metadata
     return specs
+
+
+async def _metadata(systemd: SystemdQueries, area_unit: str) -> str | None:
+    """The metadata of the overlay whose area unit is AREA_UNIT: in that
+    unit, or in the overlay's detached unit. A persistent overlay removed
+    while in use has only the latter: its generated units went with its
+    drop-in, and systemd keeps its still mounted area as a unit without a
+    file. Read from the units' files (no D-Bus call per overlay, issue 9),
+    from their property where a file does not have it."""
+    name = paths.name_of_area_unit(area_unit)
+    units = [(area_unit, MOUNT)] + ([(spec_module.detached_unit_name(name), SERVICE)] if name else [])
+    for unit, _interface in units:
+        metadata = _unit_file_metadata(unit)
+        if metadata is not None:
+            return metadata
+    for unit, interface in units:
+        path = await systemd.unit_path(unit)
+        if path is not None:
+            fields = [bytes(field).decode("utf-8", "surrogateescape")
+                      for field in await systemd.unit_property(path, interface, "LogExtraFields")]
+            metadata = spec_module.metadata_in_log_fields(fields)
+            if metadata is not None:
+                return metadata
+    return None
 
 
 def _spec_of(metadata: str) -> OverlaySpec | None:

@@ -67,6 +67,17 @@ def test_containment_is_by_component() -> None:
     assert not paths.overlaps("/usr/share/a", "/usr/share/ab")
 
 
+@pytest.mark.parametrize("name", ["demo", "my-name", "a_b-c-", "x" * 64, "0"])
+def test_area_unit_names_back_to_overlay_names(name: str) -> None:
+    assert paths.name_of_area_unit(paths.mount_unit_name(paths.area_dir(name))) == name
+
+
+@pytest.mark.parametrize("unit", ["usr-share-doc.mount", "run-usroverlay-a\\x2eb.mount", "run-usroverlay-.mount",
+                                  "run-usroverlay-demo.service", "run-usroverlay-\\x2dlead.mount"])
+def test_other_units_name_no_overlay(unit: str) -> None:
+    assert paths.name_of_area_unit(unit) is None
+
+
 def test_containment_by_string_agrees_with_components() -> None:
     # is_within compares normal absolute paths as strings (issue 9); on
     # any paths it must answer as the comparison of components does.
@@ -364,7 +375,8 @@ def test_only_regular_small_utf8_files_are_read(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("unit, name", [
-    ("run-usroverlay-my\\x2dname.mount", None),  # escaped: not how area units of valid names look
+    ("run-usroverlay-my\\x2dname.mount", "my-name"),  # a mount unit's name escapes '-'
+    ("run-usroverlay-a\\x2eb.mount", None),  # no valid name
     ("run-usroverlay-doc.mount", "doc"),
     ("usroverlay-my-name-content.service", "my-name"),
     ("usroverlay-x-hold.service", "x"),
