@@ -46,6 +46,9 @@ def test_a_member_manages_own_overlays_and_a_non_member_cannot(bed: Container) -
     mine = {name: entry["owner_uid"] for name, entry in listed(bed).items()}
     assert mine == {"usr-share-man": ALICE, "docs": ALICE}
     as_user(bed, ALICE, "list", check=True)
+    # A user reads the overlays' metadata as root does (from the area units'
+    # files in /run/systemd/transient, which systemd makes world-readable).
+    assert json.loads(as_user(bed, ALICE, "list", "--json", check=True).stdout) == list(listed(bed).values())
     bed.sh("echo written > /usr/share/doc/written.txt")
     assert as_user(bed, ALICE, "reset", "docs").returncode == 0
     assert bed.run(["test", "-e", "/usr/share/doc/written.txt"], check=False).returncode == 1
