@@ -233,11 +233,8 @@ def parse_metadata(options: str) -> dict[str, str]:
     for entry in options.split(","):
         key, separator, value = entry.partition("=")
         if separator and key.startswith(METADATA_PREFIX):
-            found[key[_METADATA_PREFIX_LENGTH:]] = paths.percent_decode(value) if "%" in value else value
+            found[key[len(METADATA_PREFIX):]] = paths.percent_decode(value)
     return found
-
-
-_METADATA_PREFIX_LENGTH = len(METADATA_PREFIX)
 
 
 def spec_from_argument(argv: list[str], program: str) -> OverlaySpec | None:
