@@ -24,6 +24,14 @@ from tests.testbed import SDOVERLAY, Container  # noqa: E402
 # each timed command that mounts starts after a quiet second (see bench_cli.py).
 QUIET = 1.1
 
+# One more overlay, next to systemd's own tools doing the same: a tmpfs,
+# its dirs and an overlay mounted with systemd-mount, both gone with systemd-umount.
+PROBE_TARGET = "/usr/share/man"
+REFERENCE_UP = ["sh", "-ec", "systemd-mount -q --type=tmpfs tmpfs /run/refarea; mkdir /run/refarea/u /run/refarea/w; "
+                f"systemd-mount -q --type=overlay --options=lowerdir={PROBE_TARGET},upperdir=/run/refarea/u,"
+                f"workdir=/run/refarea/w,index=off,metacopy=off /run/refarea {PROBE_TARGET}"]
+REFERENCE_DOWN = ["sh", "-ec", f"systemd-umount -q {PROBE_TARGET}; systemd-umount -q /run/refarea"]
+
 
 def timed(bed: Container, argv: list[str], quiet: float = 0.0) -> float:
     time.sleep(quiet)
@@ -51,7 +59,6 @@ def main() -> None:
         targets = sorted(bed.sh("find /usr/share/doc -mindepth 1 -maxdepth 1 -type d").stdout.split())
         if len(targets) < args.most:
             raise SystemExit(f"only {len(targets)} dirs in /usr/share/doc; use --most {len(targets)}")
-        probe_target = "/usr/share/man"
 
         startup = {"python3 -I -c pass": ["/usr/bin/python3", "-I", "-c", "pass"],
                    "sdoverlay --version": [SDOVERLAY, "--version"],
@@ -62,17 +69,10 @@ def main() -> None:
             for key, argv in startup.items():
                 start_samples[key].append(timed(bed, argv))
 
-        # The same with systemd's own tools: a tmpfs, its dirs and an overlay
-        # mounted, then both unmounted, to see how systemd itself scales.
-        ref_up = ["sh", "-ec", "systemd-mount -q --type=tmpfs tmpfs /run/refarea; mkdir /run/refarea/u /run/refarea/w; "
-                  "systemd-mount -q --type=overlay --options=lowerdir=/usr/share/man,upperdir=/run/refarea/u,"
-                  f"workdir=/run/refarea/w,index=off,metacopy=off /run/refarea {probe_target}"]
-        ref_down = ["sh", "-ec", f"systemd-umount -q {probe_target}; systemd-umount -q /run/refarea"]
-
         def unlock_remove() -> tuple[float, float, float, float]:
-            up = timed(bed, [SDOVERLAY, "unlock", probe_target, "--name", "probe"], QUIET)
+            up = timed(bed, [SDOVERLAY, "unlock", PROBE_TARGET, "--name", "probe"], QUIET)
             down = timed(bed, [SDOVERLAY, "remove", "probe"], QUIET)
-            return up, down, timed(bed, ref_up, QUIET), timed(bed, ref_down, QUIET)
+            return up, down, timed(bed, REFERENCE_UP, QUIET), timed(bed, REFERENCE_DOWN, QUIET)
 
         probe_none = [unlock_remove() for _ in range(rounds)]
         list_ms: dict[int, float] = {}

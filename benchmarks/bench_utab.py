@@ -24,18 +24,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.bench_scale import QUIET, timed  # noqa: E402
+from benchmarks.bench_scale import PROBE_TARGET, QUIET, REFERENCE_DOWN, REFERENCE_UP, timed  # noqa: E402
 from tests.testbed import SDOVERLAY, Container  # noqa: E402
 
-PROBE_TARGET = "/usr/share/man"
 MOUNTS = 300
 COMMANDS = {
     "unlock": [SDOVERLAY, "unlock", PROBE_TARGET, "--name", "probe"],
     "remove": [SDOVERLAY, "remove", "probe"],
-    "systemd-mount": ["sh", "-ec", "systemd-mount -q --type=tmpfs tmpfs /run/refarea; mkdir /run/refarea/u /run/refarea/w; "
-                      "systemd-mount -q --type=overlay --options=lowerdir=/usr/share/man,upperdir=/run/refarea/u,"
-                      f"workdir=/run/refarea/w,index=off,metacopy=off /run/refarea {PROBE_TARGET}"],
-    "systemd-umount": ["sh", "-ec", f"systemd-umount -q {PROBE_TARGET}; systemd-umount -q /run/refarea"],
+    "systemd-mount": REFERENCE_UP,
+    "systemd-umount": REFERENCE_DOWN,
 }
 
 
