@@ -7,10 +7,12 @@ generator, and the same container booted without drop-ins for boot time.
 Boots are of two kinds. The test bed's /etc is a fresh tmpfs, so without
 more every boot is systemd's first boot (no /etc/machine-id), in which PID
 1 applies the presets to every unit file it can see before loading units,
-generated ones included (about 170 ms here, and ~2 ms more per generated
-unit). A "normal" boot, as a machine has every time but its first, gets a
-machine-id bound into /etc (and systemd-machine-id-commit masked, which
-would try to write it).
+generated ones included (about 170 ms here, and most of a millisecond
+more per generated unit file: measured apart, without a boot, by running
+that pass with `systemctl --root`). A "normal" boot, as a machine has every
+time but its first, gets a machine-id bound into /etc (and
+systemd-machine-id-commit masked, which would try to write it). `--boots 0`
+measures no boots.
 
     sudo .venv/bin/python benchmarks/bench_generator.py [--rounds N] [--boots N] [--kinds both|normal|first]
 """
@@ -18,6 +20,8 @@ would try to write it).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import re
 import shutil
 import statistics
@@ -26,6 +30,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,6 +52,14 @@ def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
     return time.perf_counter() - start
 
 
+def generator_script(dropins: Path) -> str:
+    """`python3 -I -c` code running this checkout's generator over the drop-ins in DROPINS."""
+    return (
+        f"import sys; sys.path.insert(0, {str(REPO)!r}); from sdoverlay import generator; "
+        f"generator.DROPIN_DIRS[:] = [{str(dropins)!r}]; sys.exit(generator.main())"
+    )
+
+
 def generator_runs(count: int, rounds: int) -> list[float]:
     """The generator as systemd runs it, over COUNT drop-ins (in a dir it is
     pointed at), writing to a tmpfs as systemd's /run/systemd/generator is:
@@ -57,16 +70,77 @@ def generator_runs(count: int, rounds: int) -> list[float]:
         dropins = Path(scratch) / "d"
         dropins.mkdir()
         write_dropins(dropins, count)
-        script = (
-            f"import sys; sys.path.insert(0, {str(REPO)!r}); from sdoverlay import generator; "
-            f"generator.DROPIN_DIRS[:] = [{str(dropins)!r}]; sys.exit(generator.main())"
-        )
+        script = generator_script(dropins)
         samples = []
         for round_number in range(rounds):
             out = Path(scratch) / f"out{round_number}"
             out.mkdir()
             samples.append(timed(["/usr/bin/python3", "-I", "-c", script, str(out)]))
         return samples
+
+
+def generate(dropins: Path, out: Path) -> None:
+    """The generator's output for the drop-ins in DROPINS, in OUT (its three dirs)."""
+    dirs = [out / "generator", out / "generator.early", out / "generator.late"]
+    for directory in dirs:
+        directory.mkdir(parents=True)
+    subprocess.run(["/usr/bin/python3", "-I", "-c", generator_script(dropins), *map(str, dirs)], check=True)
+
+
+@contextlib.contextmanager
+def preset_root() -> Iterator[Path]:
+    """A root for `systemctl --root` with this machine's /usr bound read-only
+    (its unit files and presets), unbound and removed on the way out. On a
+    tmpfs, as /etc and /run are in the test bed, and at a short path:
+    systemctl opens every component of the root's path on each lookup,
+    which PID 1 (root "/") does not."""
+    root = Path(tempfile.mkdtemp(prefix="p", dir="/dev/shm"))
+    try:
+        (root / "usr").mkdir()
+        for link in ("bin", "sbin", "lib", "lib64"):
+            if os.path.islink(f"/{link}"):
+                (root / link).symlink_to(os.readlink(f"/{link}"))
+        subprocess.run(["mount", "--bind", "-o", "ro", "/usr", str(root / "usr")], check=True)
+    except BaseException:
+        shutil.rmtree(root)
+        raise
+    try:
+        yield root
+    finally:
+        subprocess.run(["umount", str(root / "usr")], check=True)
+        shutil.rmtree(root)  # not reached with /usr still bound there
+
+
+def preset_all_runs(rounds: int) -> tuple[list[float], list[float], int]:
+    """What a first boot's preset pass costs (see "Normal and first boots" in
+    README.md): `systemctl --root preset-all --preset-mode=enable-only` as PID
+    1 runs it (`manager_preset_all`, Debian builds without
+    first-boot-full-preset) over this machine's unit files, with a fresh
+    /etc each time, without and with the generator's output for 20 drop-ins
+    in /run/systemd/generator*, interleaved. On a tmpfs, as /etc and /run
+    are in the test bed. Also returns how many files the generator wrote at
+    the top of its dirs: what the pass looks at (it skips directories)."""
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as scratch_name:
+        scratch = Path(scratch_name)
+        dropins, output = scratch / "dropins", scratch / "output"
+        dropins.mkdir()
+        write_dropins(dropins, 20)
+        generate(dropins, output)
+        unit_files = sum(1 for path in output.glob("*/*") if not path.is_dir())
+        samples: dict[bool, list[float]] = {False: [], True: []}
+        with preset_root() as root:
+            for _ in range(rounds):
+                for with_overlays in samples:
+                    shutil.rmtree(root / "etc", ignore_errors=True)
+                    shutil.rmtree(root / "run", ignore_errors=True)
+                    (root / "etc/systemd/system").mkdir(parents=True)
+                    (root / "run/systemd").mkdir(parents=True)
+                    if with_overlays:
+                        for generated in output.iterdir():
+                            shutil.copytree(generated, root / "run/systemd" / generated.name, symlinks=True)
+                    samples[with_overlays].append(timed(["systemctl", f"--root={root}", "preset-all",
+                                                         "--preset-mode=enable-only"]))
+        return samples[False], samples[True], unit_files
 
 
 def boot_userspace_ms(binds: tuple[str, ...], overlays: int, machine_id: Path | None) -> float:
@@ -123,7 +197,19 @@ def main() -> None:
         print(f"python3 -c 'import jinja2'       {jinja * 1000:7.1f} ms   {jinja / floor:5.2f}x")
     print(f"generator, 1 drop-in             {one * 1000:7.1f} ms   {one / floor:5.2f}x")
     print(f"generator, {min(50, len(TARGETS))} drop-ins           {fifty * 1000:7.1f} ms   {fifty / floor:5.2f}x")
+    plain_runs, twenty_runs, unit_files = preset_all_runs(rounds)
+    plain, twenty = median(plain_runs), median(twenty_runs)
+    print(f"\nfirst boot's preset pass (systemctl --root preset-all), median of {rounds} interleaved runs")
+    print(f"  this machine's unit files      {plain * 1000:7.1f} ms   (reference)")
+    print(f"  and 20 drop-ins' {unit_files} unit files {twenty * 1000:7.1f} ms   {twenty / plain:5.2f}x   "
+          f"{(twenty - plain) * 1000:+5.1f} ms, {(twenty - plain) * 1000 / unit_files:.2f} ms a file")
 
+    if args.boots:
+        boot_times(args.boots, args.kinds)
+
+
+def boot_times(boots: int, which: str) -> None:
+    median = statistics.median
     with tempfile.TemporaryDirectory() as scratch:
         generators, dropins = Path(scratch) / "gen", Path(scratch) / "dropins"
         generators.mkdir()
@@ -135,8 +221,7 @@ def main() -> None:
         with_overlays = (f"{generators}:/etc/systemd/system-generators", f"{dropins}:/etc/sdoverlay.d")
         machine_id = Path(scratch) / "machine-id"
         machine_id.write_text(uuid.uuid4().hex + "\n")
-        boots = args.boots
-        kinds = ("normal", "first") if args.kinds == "both" else (args.kinds,)
+        kinds = ("normal", "first") if which == "both" else (which,)
         samples: dict[tuple[str, int], list[float]] = {(kind, count): [] for kind in kinds for count in (0, 20)}
         for _ in range(boots):  # interleaved: all see the same machine
             for kind, count in samples:
@@ -154,6 +239,7 @@ def main() -> None:
         # rescans a second) takes about a second longer than the others.
         print(f"  slowest boot / median: {max(samples[kind, 0]) / plain:.2f}x without, "
               f"{max(samples[kind, 20]) / twenty:.2f}x with")
+
 
 if __name__ == "__main__":
     main()

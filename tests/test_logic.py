@@ -230,11 +230,14 @@ def test_mountinfo_parse_unescapes() -> None:
     text = (
         "36 35 98:0 / /usr rw,noatime master:1 - ext4 /dev/vda rw\n"
         "40 36 0:44 / /usr/share/a\\040b rw shared:5 - overlay overlay rw,lowerdir=/x,upperdir=/y\n"
+        "41 36 0:45 / /mnt/- rw shared:6 master:2 - tmpfs my\\134tmp\\011fs rw\n"
     )
     entries = mountinfo.parse(text)
     assert mountinfo.is_mount_point("/usr", entries)
     assert entries[1].mount_point == "/usr/share/a b"
     assert entries[1].super_options == "rw,lowerdir=/x,upperdir=/y"
+    assert entries[2] == mountinfo.MountEntry(mount_id=41, mount_point="/mnt/-", fs_type="tmpfs",
+                                              source="my\\tmp\tfs", super_options="rw")
 
 
 def test_lazy_unmount_when_target_covers_umount_or_its_libraries() -> None:
