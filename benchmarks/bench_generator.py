@@ -209,37 +209,47 @@ def main() -> None:
 
 
 def boot_times(boots: int, which: str) -> None:
+    """Boots without sdoverlay's generator (the reference), with it and no
+    drop-ins (what installing sdoverlay costs every boot: the generator's
+    Python start), and with it and 20 drop-ins."""
     median = statistics.median
     with tempfile.TemporaryDirectory() as scratch:
-        generators, dropins = Path(scratch) / "gen", Path(scratch) / "dropins"
-        generators.mkdir()
-        dropins.mkdir()
+        generators, dropins, empty = Path(scratch) / "gen", Path(scratch) / "dropins", Path(scratch) / "empty"
+        for directory in (generators, dropins, empty):
+            directory.mkdir()
         # As installed: `#!/usr/bin/python3 -I`, the package in the test
         # bed's /usr (tests/testbed.py), which the burst runs from too.
         shutil.copy(REPO / "systemd" / "sdoverlay-generator", generators / "sdoverlay-generator")
         write_dropins(dropins, 20)
-        with_overlays = (f"{generators}:/etc/systemd/system-generators", f"{dropins}:/etc/sdoverlay.d")
+        generator = f"{generators}:/etc/systemd/system-generators"
+        variants = {  # name: (binds, overlays)
+            "no sdoverlay generator": ((), 0),
+            "generator, no drop-ins": ((generator, f"{empty}:/etc/sdoverlay.d"), 0),
+            "20 drop-ins (20 overlays)": ((generator, f"{dropins}:/etc/sdoverlay.d"), 20),
+        }
         machine_id = Path(scratch) / "machine-id"
         machine_id.write_text(uuid.uuid4().hex + "\n")
         kinds = ("normal", "first") if which == "both" else (which,)
-        samples: dict[tuple[str, int], list[float]] = {(kind, count): [] for kind in kinds for count in (0, 20)}
+        samples: dict[tuple[str, str], list[float]] = {(kind, name): [] for kind in kinds for name in variants}
         for _ in range(boots):  # interleaved: all see the same machine
-            for kind, count in samples:
-                samples[kind, count].append(boot_userspace_ms(with_overlays if count else (), count,
-                                                              machine_id if kind == "normal" else None))
+            for kind, name in samples:
+                binds, overlays = variants[name]
+                samples[kind, name].append(boot_userspace_ms(binds, overlays,
+                                                             machine_id if kind == "normal" else None))
     print(f"\nsystemd-analyze userspace boot of the test bed, median of {boots} interleaved boots (all samples, sorted)")
     for kind in kinds:
-        plain, twenty = median(samples[kind, 0]), median(samples[kind, 20])
         print(f"{kind} boots:")
-        print(f"  no drop-ins                    {plain:7.0f} ms   (reference)   "
-              f"{sorted(round(x) for x in samples[kind, 0])}")
-        print(f"  20 drop-ins (20 overlays)      {twenty:7.0f} ms   {twenty - plain:+5.0f} ms   "
-              f"{sorted(round(x) for x in samples[kind, 20])}")
-        # A stall: a boot that waited out systemd's mountinfo rate limit (5
-        # rescans a second) takes about a second longer than the others.
-        print(f"  slowest boot / median: {max(samples[kind, 0]) / plain:.2f}x without, "
-              f"{max(samples[kind, 20]) / twenty:.2f}x with")
-
+        plain = median(samples[kind, "no sdoverlay generator"])
+        for name in variants:
+            runs = samples[kind, name]
+            # A stall: a boot that waited out systemd's mountinfo rate limit
+            # (5 rescans a second) takes about a second longer than the others.
+            compared = "(reference)" if name == "no sdoverlay generator" else f"{median(runs) - plain:+5.0f} ms"
+            print(f"  {name:28s} {median(runs):7.0f} ms   {compared:11s}   slowest {max(runs) / median(runs):.2f}x   "
+                  f"{sorted(round(x) for x in runs)}")
+        installed = median(samples[kind, "generator, no drop-ins"])
+        print(f"  20 drop-ins against the generator without drop-ins: "
+              f"{median(samples[kind, '20 drop-ins (20 overlays)']) - installed:+.0f} ms")
 
 if __name__ == "__main__":
     main()
