@@ -20,6 +20,9 @@ BASH_COMPLETION_DIR ?= $(PREFIX)/share/bash-completion/completions
 ZSH_COMPLETION_DIR ?= $(PREFIX)/share/zsh/vendor-completions
 FISH_COMPLETION_DIR ?= $(PREFIX)/share/fish/vendor_completions.d
 PYTHON ?= /usr/bin/python3
+# install-python byte-compiles the package with $(PYTHON); no where that
+# is not the Python of the system installed for (then compile there).
+BYTE_COMPILE ?= yes
 # click writes each shell's completion script, which asks sdoverlay itself
 # (_SDOVERLAY_COMPLETE=...) for verbs, options and overlay names on Tab.
 COMPLETE = _SDOVERLAY_COMPLETE=$(1)_source PYTHONPATH=. $(PYTHON) -m sdoverlay
@@ -36,10 +39,20 @@ help:
 install: install-python install-system
 
 # The Python package (the Debian package has pybuild install it instead).
+# Byte-compiled as installed: on an image's read-only /usr Python cannot
+# write .pyc files later, and without them the generator compiles its
+# modules on every boot and daemon-reload (25.6 ms against 15.2 ms, 2.6x
+# `python3 -I -c pass` against 1.6x) and so does every command (issue 9).
+# checked-hash: a .pyc is checked against its source's contents, not its
+# mtime, which image builds are free to reset.
 install-python:
 	for file in $(PACKAGE_FILES); do \
 		install -D -m 0644 "$$file" "$(DESTDIR)$(PYTHON_SITE)/$$file"; \
 	done
+ifeq ($(BYTE_COMPILE),yes)
+	$(PYTHON) -m compileall -q --invalidation-mode checked-hash -d "$(PYTHON_SITE)/sdoverlay" \
+		"$(DESTDIR)$(PYTHON_SITE)/sdoverlay"
+endif
 
 # Everything else a system needs: commands, units, D-Bus and polkit files,
 # the catalog, man pages, completions.

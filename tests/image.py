@@ -27,6 +27,24 @@ PACKAGES = {
 }
 
 
+# Where `make install` puts the package (the Makefile's PYTHON_SITE).
+INSTALLED_PACKAGE = "/usr/lib/python3/dist-packages/sdoverlay"
+
+
+# Run by a system's own Python with a package dir as argument: prints each
+# module that Python would compile on import (read-only /usr: on every run)
+# because it has no checked-hash .pyc of its source's current contents.
+UNCOMPILED_MODULES = """
+import importlib.util, pathlib, sys
+for source in sorted(pathlib.Path(sys.argv[1]).rglob("*.py")):
+    cached = pathlib.Path(importlib.util.cache_from_source(str(source)))
+    header = cached.read_bytes()[:16] if cached.exists() else b""
+    if (header[:4] != importlib.util.MAGIC_NUMBER or int.from_bytes(header[4:8], "little") != 0b11
+            or header[8:] != importlib.util.source_hash(source.read_bytes())):
+        print(source)
+"""
+
+
 class ImageBuildFailed(RuntimeError):
     pass
 
@@ -54,13 +72,22 @@ def base(suite: str = SUITE) -> Path:
 
 
 def image(directory: Path) -> Path:
-    """A copy of the base with sdoverlay installed in its /usr, in DIRECTORY."""
+    """A copy of the base with sdoverlay installed in its /usr, in DIRECTORY:
+    `make install` from here, then the package byte-compiled by the image's
+    own Python (3.13; this machine's 3.11 would write .pyc files it never
+    reads), as an image build does in the image."""
     root = directory / "image"
     subprocess.run(["cp", "-a", "--reflink=auto", str(base()), str(root)], check=True)
-    completed = subprocess.run(["make", "-s", "-C", str(REPO), "install", f"DESTDIR={root}", "PYTHON=/usr/bin/python3"],
-                               capture_output=True, text=True, check=False)
+    completed = subprocess.run(["make", "-s", "-C", str(REPO), "install", f"DESTDIR={root}", "PYTHON=/usr/bin/python3",
+                                "BYTE_COMPILE=no"], capture_output=True, text=True, check=False)
     if completed.returncode != 0:
         raise ImageBuildFailed(f"make install into the image failed: {completed.stderr[-2000:]}")
+    completed = subprocess.run(["systemd-nspawn", "-D", str(root), "--register=no", "--keep-unit", "-q",
+                                "python3", "-m", "compileall", "-q", "--invalidation-mode", "checked-hash",
+                                INSTALLED_PACKAGE], capture_output=True, text=True, check=False)
+    if completed.returncode != 0:
+        raise ImageBuildFailed(f"byte-compiling the package in the image failed: {completed.stdout[-1000:]}"
+                               f"{completed.stderr[-1000:]}")
     return root
 
 

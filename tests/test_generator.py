@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from sdoverlay import generator
+from tests.image import UNCOMPILED_MODULES
 
 
 @pytest.fixture
@@ -171,6 +172,10 @@ def test_make_install_gives_a_working_generator(tmp_path, dirs) -> None:
         f"exec(open({str(generator_script)!r}).read())"
     )
     subprocess.run(["/usr/bin/python3", "-I", "-c", run_installed], check=True)
+    # Byte-compiled for that Python, to be read from a read-only /usr.
+    uncompiled = subprocess.run(["/usr/bin/python3", "-I", "-c", UNCOMPILED_MODULES, str(site / "sdoverlay")],
+                                check=True, capture_output=True, text=True).stdout
+    assert uncompiled == ""
     content_unit = (out / "usroverlay-doc-content.service").read_text()
     assert "|| exec /usr/bin/python3 -m sdoverlay.populate" in content_unit
     verify(out)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_test_bed
-from tests.image import image
+from tests.image import INSTALLED_PACKAGE, UNCOMPILED_MODULES, image
 from tests.test_users import ALICE, BOB
 from tests.testbed import Container
 
@@ -84,6 +84,14 @@ with open(image, "rb") as f:
             sys.exit(0)
 sys.exit("no erofs partition in " + image)
 """
+
+
+def test_the_installed_package_is_byte_compiled_for_the_image_python(debian13: Container) -> None:
+    """Its /usr is read-only: a module without a .pyc for the image's own
+    Python (3.13) would be compiled on every run of the generator and the
+    CLI."""
+    uncompiled = debian13.run(["python3", "-I", "-c", UNCOMPILED_MODULES, INSTALLED_PACKAGE]).stdout
+    assert uncompiled == ""
 
 
 def test_export_as_a_raw_image_on_systemd_257(debian13: Container) -> None:
