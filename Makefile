@@ -20,8 +20,9 @@ BASH_COMPLETION_DIR ?= $(PREFIX)/share/bash-completion/completions
 ZSH_COMPLETION_DIR ?= $(PREFIX)/share/zsh/vendor-completions
 FISH_COMPLETION_DIR ?= $(PREFIX)/share/fish/vendor_completions.d
 PYTHON ?= /usr/bin/python3
-# install-python byte-compiles the package with $(PYTHON); no where that
-# is not the Python of the system installed for (then compile there).
+# install-python byte-compiles the package with $(PYTHON). Set it to no
+# where $(PYTHON) is not the Python of the system installed for, and
+# compile the package there.
 BYTE_COMPILE ?= yes
 # click writes each shell's completion script, which asks sdoverlay itself
 # (_SDOVERLAY_COMPLETE=...) for verbs, options and overlay names on Tab.
