@@ -208,6 +208,10 @@ def main() -> None:
         boot_times(args.boots, args.kinds)
 
 
+# The kinds of boot boot_times compares, the first the reference.
+REFERENCE, GENERATOR_ALONE, WITH_DROPINS = "no sdoverlay generator", "generator, no drop-ins", "20 drop-ins (20 overlays)"
+
+
 def boot_times(boots: int, which: str) -> None:
     """Boots without sdoverlay's generator (the reference), with it and no
     drop-ins (what installing sdoverlay costs every boot: the generator's
@@ -223,9 +227,9 @@ def boot_times(boots: int, which: str) -> None:
         write_dropins(dropins, 20)
         generator = f"{generators}:/etc/systemd/system-generators"
         variants = {  # name: (binds, overlays)
-            "no sdoverlay generator": ((), 0),
-            "generator, no drop-ins": ((generator, f"{empty}:/etc/sdoverlay.d"), 0),
-            "20 drop-ins (20 overlays)": ((generator, f"{dropins}:/etc/sdoverlay.d"), 20),
+            REFERENCE: ((), 0),
+            GENERATOR_ALONE: ((generator, f"{empty}:/etc/sdoverlay.d"), 0),
+            WITH_DROPINS: ((generator, f"{dropins}:/etc/sdoverlay.d"), 20),
         }
         machine_id = Path(scratch) / "machine-id"
         machine_id.write_text(uuid.uuid4().hex + "\n")
@@ -239,17 +243,16 @@ def boot_times(boots: int, which: str) -> None:
     print(f"\nsystemd-analyze userspace boot of the test bed, median of {boots} interleaved boots (all samples, sorted)")
     for kind in kinds:
         print(f"{kind} boots:")
-        plain = median(samples[kind, "no sdoverlay generator"])
+        plain = median(samples[kind, REFERENCE])
         for name in variants:
             runs = samples[kind, name]
             # A stall: a boot that waited out systemd's mountinfo rate limit
             # (5 rescans a second) takes about a second longer than the others.
-            compared = "(reference)" if name == "no sdoverlay generator" else f"{median(runs) - plain:+5.0f} ms"
+            compared = "(reference)" if name == REFERENCE else f"{median(runs) - plain:+5.0f} ms"
             print(f"  {name:28s} {median(runs):7.0f} ms   {compared:11s}   slowest {max(runs) / median(runs):.2f}x   "
                   f"{sorted(round(x) for x in runs)}")
-        installed = median(samples[kind, "generator, no drop-ins"])
         print(f"  20 drop-ins against the generator without drop-ins: "
-              f"{median(samples[kind, '20 drop-ins (20 overlays)']) - installed:+.0f} ms")
+              f"{median(samples[kind, WITH_DROPINS]) - median(samples[kind, GENERATOR_ALONE]):+.0f} ms")
 
 if __name__ == "__main__":
     main()
