@@ -138,8 +138,12 @@ def name_of_area_unit(unit: str) -> str | None:
     area_dir), or None if UNIT is no such unit of a valid name."""
     if not (unit.startswith(_AREA_UNIT_PREFIX) and unit.endswith(".mount")):
         return None
-    # Of a name's characters only '-' is escaped in a unit name (\x2d).
-    name = unit[len(_AREA_UNIT_PREFIX):-len(".mount")].replace("\\x2d", "-")
+    escaped = unit[len(_AREA_UNIT_PREFIX):-len(".mount")]
+    # Of a name's characters only '-' is escaped in a unit name (\x2d); a
+    # bare '-' is a '/': the unit of a path below an area, not an area's.
+    if "-" in escaped:
+        return None
+    name = escaped.replace("\\x2d", "-")
     return name if check_name(name) is None else None
 
 

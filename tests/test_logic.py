@@ -73,7 +73,8 @@ def test_area_unit_names_back_to_overlay_names(name: str) -> None:
 
 
 @pytest.mark.parametrize("unit", ["usr-share-doc.mount", "run-usroverlay-a\\x2eb.mount", "run-usroverlay-.mount",
-                                  "run-usroverlay-demo.service", "run-usroverlay-\\x2dlead.mount"])
+                                  "run-usroverlay-demo.service", "run-usroverlay-\\x2dlead.mount",
+                                  "run-usroverlay-a-b.mount"])
 def test_other_units_name_no_overlay(unit: str) -> None:
     assert paths.name_of_area_unit(unit) is None
 
