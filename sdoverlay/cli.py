@@ -47,12 +47,15 @@ JSON_MODES = ("pretty", "short", "off")
 
 
 def _print_json(value: Any) -> None:
-    import json  # 4 ms of every start when imported at the top (issue 9)
-
+    # json: 4 ms of every start when imported at the top (issue 9)
     if OUTPUT.json_mode == "short":
+        import json
+
         click.echo(json.dumps(value, separators=(",", ":")))
     else:
-        click.echo(json.dumps(value, indent=2))
+        from sdoverlay import prettyjson
+
+        click.echo(prettyjson.dumps(value))
 
 
 def _say(text: str) -> None:

@@ -18,6 +18,7 @@ from sdoverlay import (
     ini,
     mountinfo,
     paths,
+    prettyjson,
     sizes,
     unitfile,
     units,
@@ -26,6 +27,7 @@ from sdoverlay import (
 )
 from sdoverlay.errors import Conflict, ExitCode, InvalidInput, PermissionDenied
 from sdoverlay.spec import OverlaySpec, parse_metadata, spec_from_metadata
+from sdoverlay.status import OverlayStatus
 
 
 def make_spec(**overrides) -> OverlaySpec:
@@ -544,3 +546,46 @@ def test_mountinfo_unescape_matches_its_former_regular_expression() -> None:
     for text in _random_texts("\\\\01789a ", longest=12):
         expected = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
         assert mountinfo._unescape(text) == expected, text
+
+
+def _list_records() -> list[dict[str, object]]:
+    plain = OverlaySpec(name="a-b", target="/usr/share/doc/x y", source=None, read_only=False, size="25%",
+                        owner_uid=1000, created_at="2026-11-28T02:25:42Z", kind="mount", lazy_unmount=False)
+    layered = plain._replace(name="c", source="/srv/\u00e9t\u00e9\t\"q\"\\:/srv/two", read_only=True,
+                             kind="service", session="3", dropin="/etc/sdoverlay/c.conf")
+    return [OverlayStatus(plain, "active", 1 << 30, None, 4096).to_json(),
+            OverlayStatus(layered, "degraded", None, "not mounted on /usr/share/doc/x y").to_json()]
+
+
+@pytest.mark.parametrize("records", [
+    [], [{}], [{"a": []}], [{"k": [None, True, False, 0, -7, 10**20, "\u2603\x00\n"]}, {}],
+    _list_records(), _list_records() * 3,
+])
+def test_pretty_json_writes_what_json_dumps_writes(records: list[dict[str, object]]) -> None:
+    import json
+
+    # _records itself, not dumps: a fallback to json.dumps would pass this trivially.
+    assert prettyjson._records(records) == json.dumps(records, indent=2)
+    assert prettyjson.dumps(records) == json.dumps(records, indent=2)
+
+
+class _Number(int):
+    pass
+
+
+@pytest.mark.parametrize("value", [
+    [{"a": 1.5}], [{"a": {"b": 1}}], [{"a": [[1]]}], [{1: "x"}], [{"a": _Number(3)}], [{"a": (1, 2)}],
+])
+def test_pretty_json_leaves_other_shapes_to_json_dumps(value: object) -> None:
+    import json
+
+    with pytest.raises(TypeError):
+        prettyjson._records(value)  # type: ignore[arg-type]
+    assert prettyjson.dumps(value) == json.dumps(value, indent=2)
+
+
+@pytest.mark.parametrize("value", [{"a": [1]}, "text", None, [1, 2], [{"a": 1}, [2]]])
+def test_pretty_json_of_anything_but_a_list_of_records_is_json_dumps(value: object) -> None:
+    import json
+
+    assert prettyjson.dumps(value) == json.dumps(value, indent=2)
