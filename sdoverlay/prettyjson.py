@@ -35,12 +35,12 @@ def _records(records: list[dict[Any, Any]]) -> str:
     for record in records:
         items = []
         for key, value in record.items():
+            if type(key) is not str:
+                raise TypeError(key)  # json.dumps turns some into strings its own way
             if type(value) is list:
                 text = "[\n      " + ",\n      ".join(map(_scalar, value)) + "\n    ]" if value else "[]"
             else:
                 text = _scalar(value)
-            if type(key) is not str:
-                raise TypeError(key)  # json.dumps turns some into strings its own way
             items.append(f"{encode_basestring_ascii(key)}: {text}")
         parts.append("  {\n    " + ",\n    ".join(items) + "\n  }" if items else "  {}")
     return "[\n" + ",\n".join(parts) + "\n]"
