@@ -254,5 +254,6 @@ def boot_times(boots: int, which: str) -> None:
         print(f"  20 drop-ins against the generator without drop-ins: "
               f"{median(samples[kind, WITH_DROPINS]) - median(samples[kind, GENERATOR_ALONE]):+.0f} ms")
 
+
 if __name__ == "__main__":
     main()

@@ -99,12 +99,7 @@ def main() -> None:
             return up, down, timed(bed, REFERENCE_UP, QUIET), timed(bed, REFERENCE_DOWN, QUIET)
 
         probe_none = [unlock_remove() for _ in range(rounds)]
-        list_ms: dict[int, float] = {}
-        # The fastest run too: this machine slows down for seconds at a time
-        # (python3 -I -c pass 11 to 19 ms, list at 10 overlays 57 to 95 ms
-        # within three minutes, no job or timer running in the container),
-        # and a median of a few runs at one count can land in such a spell.
-        list_fastest_ms: dict[int, float] = {}
+        list_runs: dict[int, list[float]] = {}  # by count of overlays
         settled: dict[int, float] = {}
         probe_many: list[tuple[float, float, float, float]] = []
         present = 0
@@ -119,8 +114,7 @@ def main() -> None:
             # overlays in a row (journald, systemd's mount table work): one run
             # that timed at once had list at 500 at 2.12x, the one before 1.74x.
             settled[count] = settle()
-            samples = [timed(bed, [SDOVERLAY, "list", "--json"]) for _ in range(rounds)]
-            list_ms[count], list_fastest_ms[count] = median_ms(samples), min(samples) * 1000
+            list_runs[count] = [timed(bed, [SDOVERLAY, "list", "--json"]) for _ in range(rounds)]
             if count == 300:
                 probe_many = [unlock_remove() for _ in range(rounds)]
 
@@ -128,11 +122,15 @@ def main() -> None:
     print(f"medians over {rounds} rounds ({rounds * 3} for start-up), each command through nsenter\n")
     for key, samples in start_samples.items():
         print(f"{key:30s} {median_ms(samples):7.1f} ms  {median_ms(samples) / reference:5.2f}x python3 -I -c pass")
-    fewest = min(list_ms)
-    for count, value in list_ms.items():
-        fastest = list_fastest_ms[count]
-        print(f"list --json, {count:3d} overlays    {value:7.1f} ms  {value / list_ms[fewest]:5.2f}x at {fewest}"
-              f"  (fastest {fastest:.1f} ms, {fastest / list_fastest_ms[fewest]:.2f}x; after {settled[count]:.0f} s to settle)")
+    # The fastest run too: this machine slows down for seconds at a time
+    # (python3 -I -c pass 11 to 19 ms, list at 10 overlays 57 to 95 ms
+    # within three minutes, no job or timer running in the container), and
+    # a median of a few runs at one count can land in such a spell.
+    fewest = min(list_runs)
+    for count, runs in list_runs.items():
+        median, fastest = median_ms(runs), min(runs) * 1000
+        print(f"list --json, {count:3d} overlays    {median:7.1f} ms  {median / median_ms(list_runs[fewest]):5.2f}x at {fewest}"
+              f"  (fastest {fastest:.1f} ms, {min(runs) / min(list_runs[fewest]):.2f}x; after {settled[count]:.0f} s to settle)")
     for label, index in (("unlock", 0), ("remove", 1), ("systemd-mount tmpfs + overlay", 2), ("systemd-umount both", 3)):
         if not probe_many:
             break
