@@ -17,6 +17,7 @@ import shutil
 from sdoverlay import mountinfo, paths, persistence
 from sdoverlay import status as status_module
 from sdoverlay.bus import Systemd
+from sdoverlay.spec import CONTENT_TEMPLATE_PREFIX
 from sdoverlay.status import OverlayStatus
 
 _HELPER_SUFFIXES = ("-content.service", "-hold.service", "-detached.service", ".service")
@@ -36,10 +37,14 @@ class Finding:
 
 
 def overlay_name_of_unit(unit: str) -> str | None:
-    """The overlay NAME in usroverlay-NAME[-content|-hold|-detached].service
-    or in its area's mount unit (where a '-' of NAME is escaped)."""
+    """The overlay NAME in usroverlay-NAME[-content|-hold|-detached].service,
+    usroverlay-content@NAME.service (a drop-in's content unit) or in its
+    area's mount unit (where a '-' of NAME is escaped)."""
     if unit.endswith(".mount"):
         return paths.name_of_area_unit(unit)
+    if unit.startswith(CONTENT_TEMPLATE_PREFIX):
+        name = unit[len(CONTENT_TEMPLATE_PREFIX):].removesuffix(".service")
+        return name if unit.endswith(".service") and paths.check_name(name) is None else None
     if unit.startswith("usroverlay-"):
         for suffix in _HELPER_SUFFIXES:
             if unit.endswith(suffix):

@@ -8,7 +8,9 @@ and /usr/lib/sdoverlay.d with systemd's rules (one namespace of file names,
 sorted; the first dir wins for a name; a /dev/null link or an empty file
 masks). Each drop-in becomes the same units `sdoverlay apply` creates
 (sdoverlay/units), written to NORMAL_DIR with SourcePath= pointing at the
-drop-in, and pulled in by local-fs.target.wants/.
+drop-in (the content unit as an instance of one template, its settings in
+the instance's drop-in: units.generated_files), and pulled in by
+local-fs.target.wants/ or started by the boot burst (sdoverlay.burst).
 
 As man:systemd.generator(7) asks: no D-Bus, nothing assumed of /var, log to
 /dev/kmsg, deterministic output, and a broken drop-in is logged and
@@ -121,7 +123,11 @@ def parse_dropin(path: str, allowed_roots: tuple[str, ...], mounts: list[mountin
 
 
 def _write(directory: str, name: str, text: str) -> None:
-    with open(os.path.join(directory, name), "w", encoding="utf-8") as file:
+    """NAME: a file in DIRECTORY, or in a subdir of it (a unit's drop-in dir)."""
+    path = os.path.join(directory, name)
+    if "/" in name:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as file:
         file.write(text)
 
 
@@ -150,8 +156,8 @@ def generate(normal_dir: str, dropin_dirs: list[str] = DROPIN_DIRS, python: str 
             _log(problems[-1])
             continue
         try:
-            for unit in units.render(spec, python):
-                _write(normal_dir, unit.name, unit.text)
+            for name, text in units.generated_files(spec, python):
+                _write(normal_dir, name, text)
             # One in the burst is started by the burst's unit (sdoverlay.burst).
             if not spec.in_burst:
                 _want(normal_dir, spec.overlay_unit)
@@ -162,6 +168,9 @@ def generate(normal_dir: str, dropin_dirs: list[str] = DROPIN_DIRS, python: str 
         generated.append(spec)
         by_name[spec.name] = spec
         by_target.add(spec.target, spec)
+    if generated:
+        template = units.content_template()
+        _write(normal_dir, template.name, template.text)
     in_burst = [spec for spec in generated if spec.in_burst]
     if in_burst:
         burst_unit = units.render_burst(in_burst, python)

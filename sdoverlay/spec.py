@@ -34,6 +34,10 @@ METADATA_FIELD = "SDOVERLAY_METADATA"
 SOURCE_SEPARATOR = paths.SOURCE_SEPARATOR
 # The generated oneshot that mounts drop-in overlays at boot (sdoverlay.burst).
 BURST_UNIT = "sdoverlay-boot.service"
+# The template of the content units of drop-ins' overlays (sdoverlay.units),
+# and what the name of one of its instances begins with.
+CONTENT_TEMPLATE_UNIT = "usroverlay-content@.service"
+CONTENT_TEMPLATE_PREFIX = CONTENT_TEMPLATE_UNIT.removesuffix(".service")
 # Kept as they are in a metadata value; everything else is %XX-escaped (',' and
 # '=' separate mount options). urllib.parse.quote's rules, without importing
 # urllib (the generator's start-up time counts, issue 9).
@@ -136,6 +140,13 @@ class OverlaySpec:
 
     @property
     def content_unit(self) -> str:
+        # A drop-in's overlay has an instance of the generator's one template
+        # (its settings in the instance's drop-in): a first boot costs ~1 ms
+        # per generated unit file (sdoverlay.units.generated_files). Not for
+        # the others: systemd cannot make an instance of a template it has a
+        # file for into a transient unit.
+        if self.dropin:
+            return f"{CONTENT_TEMPLATE_PREFIX}{self.name}.service"
         return f"usroverlay-{self.name}-content.service"
 
     @property

@@ -66,7 +66,14 @@ def test_new_dropin_reload_and_local_fs_target_mount_it(bed: Container) -> None:
     # The burst (sdoverlay-boot.service) mounted it; its own content unit
     # did not run.
     assert bed.run(["systemctl", "is-active", "sdoverlay-boot.service"]).stdout.strip() == "active"
-    assert bed.run(["systemctl", "show", "-P", "ExecMainPID", "usroverlay-doc-content.service"]).stdout.strip() == "0"
+    assert bed.run(["systemctl", "show", "-P", "ExecMainPID", "usroverlay-content@doc.service"]).stdout.strip() == "0"
+    # Its content unit: the generator's template with the overlay's drop-in.
+    assert entry["units"] == ["run-usroverlay-doc.mount", "usroverlay-content@doc.service", "usr-share-doc.mount"]
+    content_unit = {prop: bed.run(["systemctl", "show", "-P", prop, "usroverlay-content@doc.service"]).stdout.split()
+                    for prop in ("FragmentPath", "DropInPaths", "SourcePath")}
+    assert content_unit["FragmentPath"] == ["/run/systemd/generator/usroverlay-content@.service"], content_unit
+    assert "/run/systemd/generator/usroverlay-content@doc.service.d/overlay.conf" in content_unit["DropInPaths"]
+    assert content_unit["SourcePath"] == ["/etc/sdoverlay.d/doc.conf"], content_unit
     assert "run-usroverlay-doc.mount" in overlay_units(bed)
     assert bed.run(["systemctl", "is-active", "run-usroverlay-doc.mount", "usr-share-doc.mount"]).stdout.split() == [
         "active", "active"]
@@ -75,6 +82,8 @@ def test_new_dropin_reload_and_local_fs_target_mount_it(bed: Container) -> None:
     bed.sdoverlay("reset", "doc", check=True)
     assert bed.run(["test", "-e", "/usr/share/doc/scratch"], check=False).returncode != 0
     assert bed.run(["cat", "/usr/share/doc/dropped.txt"]).stdout == "dropped\n"
+    # The reset ran the content unit, which made new upper and work dirs.
+    assert bed.run(["systemctl", "is-active", "usroverlay-content@doc.service"]).stdout.strip() == "active"
 
 
 def test_boot_with_dropins_mounts_them_and_skips_a_broken_one(tmp_path: Path) -> None:

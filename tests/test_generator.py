@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from sdoverlay import generator
+from sdoverlay.spec import CONTENT_TEMPLATE_UNIT
 from tests.image import UNCOMPILED_MODULES
 
 
@@ -42,7 +43,12 @@ def tree(directory: Path) -> dict[str, str]:
 
 
 def verify(out: Path) -> None:
-    files = sorted(str(p) for p in out.iterdir() if p.is_file())
+    """systemd-analyze verify of every unit the generator wrote to OUT: the
+    unit files, and the instances of the content template (each with its
+    drop-in; verify would test the template as an instance without one)."""
+    files = sorted(str(p) for p in out.iterdir() if p.is_file() and not p.name.endswith("@.service"))
+    files += sorted(str(p.with_suffix("")) for p in out.glob("*@*.service.d"))
+    assert any("@" in file for file in files) == (out / CONTENT_TEMPLATE_UNIT).exists()
     completed = subprocess.run(
         ["systemd-analyze", "verify", "--man=no", *files], capture_output=True, text=True,
         env={**os.environ, "SYSTEMD_UNIT_PATH": f"{out}:"},
@@ -62,7 +68,13 @@ def test_units_for_a_dropin_pass_systemd_analyze_verify(dirs, logged) -> None:
     assert "local-fs.target.wants/usr-share-doc.mount" not in tree(out)
     assert "SourcePath=" + str(admin / "doc.conf") in tree(out)["run-usroverlay-doc.mount"]
     assert "RequiresMountsFor=/var/lib/sdoverlay/whole" in tree(out)["usr-share-man.mount"]
-    assert f"|| exec {sys.executable} -m sdoverlay.populate" in tree(out)["usroverlay-doc-content.service"]
+    assert f"|| exec {sys.executable} -m sdoverlay.populate" in tree(out)["usroverlay-content@doc.service.d/overlay.conf"]
+    # The content units: one template and a drop-in each, so that a first
+    # boot's preset pass has two unit files per overlay to read, not three.
+    assert sorted(name for name in tree(out) if "content" in name) == [
+        "usroverlay-content@.service", "usroverlay-content@doc.service.d", "usroverlay-content@doc.service.d/overlay.conf",
+        "usroverlay-content@whole.service.d", "usroverlay-content@whole.service.d/overlay.conf"]
+    assert "Requires=usroverlay-content@whole.service" in tree(out)["usr-share-man.mount"]
     verify(out)
 
 
@@ -176,6 +188,6 @@ def test_make_install_gives_a_working_generator(tmp_path, dirs) -> None:
     uncompiled = subprocess.run(["/usr/bin/python3", "-I", "-c", UNCOMPILED_MODULES, str(site / "sdoverlay")],
                                 check=True, capture_output=True, text=True).stdout
     assert uncompiled == ""
-    content_unit = (out / "usroverlay-doc-content.service").read_text()
+    content_unit = (out / "usroverlay-content@doc.service.d/overlay.conf").read_text()
     assert "|| exec /usr/bin/python3 -m sdoverlay.populate" in content_unit
     verify(out)

@@ -26,7 +26,7 @@ from sdoverlay import (
     validate,
 )
 from sdoverlay.errors import Conflict, ExitCode, InvalidInput, PermissionDenied
-from sdoverlay.spec import OverlaySpec, parse_metadata, spec_from_metadata
+from sdoverlay.spec import CONTENT_TEMPLATE_PREFIX, OverlaySpec, parse_metadata, spec_from_metadata
 from sdoverlay.status import OverlayStatus
 
 
@@ -209,6 +209,25 @@ def test_persistent_overlay_keeps_its_writes_under_var_lib() -> None:
     assert "RequiresMountsFor=/var/lib/sdoverlay/demo" in overlay.text
 
 
+def test_a_dropins_content_unit_is_an_instance_of_one_template() -> None:
+    transient, from_dropin = make_spec(), make_spec(dropin="/etc/sdoverlay.d/demo.conf")
+    assert transient.content_unit == "usroverlay-demo-content.service"
+    assert from_dropin.content_unit == "usroverlay-content@demo.service"
+    assert from_dropin.units == ["run-usroverlay-demo.mount", "usroverlay-content@demo.service", "usr-share-doc.mount"]
+    files = dict(units.generated_files(from_dropin))
+    assert list(files) == ["run-usroverlay-demo.mount", "usroverlay-content@demo.service.d/overlay.conf",
+                           "usr-share-doc.mount"]
+    _, content_unit, overlay = units.render(from_dropin)
+    assert files["usroverlay-content@demo.service.d/overlay.conf"] == content_unit.text
+    assert "Requires=usroverlay-content@demo.service\n" in overlay.text
+    template = units.content_template()
+    assert template.name == "usroverlay-content@.service" and from_dropin.content_unit.startswith(CONTENT_TEMPLATE_PREFIX)
+    # The template sets nothing an instance's drop-in would have to undo.
+    assert [line for line in template.text.splitlines() if line and not line.startswith("#")] == [
+        "[Unit]", "Description=sdoverlay %i: fill the area of the overlay", "[Service]", "Type=oneshot",
+        "Slice=system.slice"]
+
+
 @pytest.mark.parametrize("argument", ["/usr/bin/python3", "/a b/py", 'we"ird', "back\\slash", "50%"])
 def test_exec_quote_round_trips_through_the_unit_parser(argument: str) -> None:
     text = f"[Service]\nExecStart=/bin/echo {units.exec_quote(argument)}\n"
@@ -388,6 +407,10 @@ def test_only_regular_small_utf8_files_are_read(tmp_path) -> None:
     ("usroverlay-x-hold.service", "x"),
     ("usroverlay-x-detached.service", "x"),
     ("usroverlay-usr.service", "usr"),
+    ("usroverlay-content@my-name.service", "my-name"),  # a drop-in's content unit
+    ("usroverlay-content@.service", None),  # its template
+    ("usroverlay-content@a.b.service", None),
+    ("usroverlay-content-hold.service", "content"),  # overlay "content"
     ("sshd.service", None),
 ])
 def test_overlay_name_of_unit(unit: str, name: str | None) -> None:
@@ -479,10 +502,12 @@ def test_generator_imports_no_regex_modules() -> None:
 
 
 def _template_files() -> dict[str, str]:
+    """The unit templates units.substitute fills in; not content@.service,
+    the generator's systemd template, written as it is."""
     directory = os.path.dirname(units.__file__)
     texts = {}
     for name in sorted(os.listdir(directory)):
-        if name.endswith((".mount", ".service")):
+        if name.endswith((".mount", ".service")) and name != "content@.service":
             with open(os.path.join(directory, name), encoding="utf-8") as file:
                 texts[name] = file.read()
     return texts
