@@ -64,8 +64,10 @@ def generator_runs(count: int, rounds: int) -> list[float]:
     """The generator as systemd runs it, over COUNT drop-ins (in a dir it is
     pointed at), writing to a tmpfs as systemd's /run/systemd/generator is:
     on this machine's disk, creating the 150 unit files alone took 110 ms.
-    Run as installed (`#!/usr/bin/python3 -I`, see systemd/sdoverlay-generator)
-    with this checkout first on sys.path, not through the venv's site."""
+    Run as the installed script runs it where there is a drop-in
+    (`/usr/bin/python3 -I`, see systemd/sdoverlay-generator; its sh loop
+    before that is timed by installed_script_runs) with this checkout first
+    on sys.path, not through the venv's site."""
     with tempfile.TemporaryDirectory(dir="/dev/shm") as scratch:
         dropins = Path(scratch) / "d"
         dropins.mkdir()
@@ -77,6 +79,18 @@ def generator_runs(count: int, rounds: int) -> list[float]:
             out.mkdir()
             samples.append(timed(["/usr/bin/python3", "-I", "-c", script, str(out)]))
         return samples
+
+
+def installed_script_runs(rounds: int) -> list[float]:
+    """systemd/sdoverlay-generator, the installed generator, on this machine,
+    which has no drop-in: its sh loop finds none and starts no Python. What
+    every boot and daemon-reload of a machine without drop-ins pays."""
+    from sdoverlay.generator import DROPIN_DIRS
+
+    if any(any(Path(directory).glob("*.conf")) for directory in DROPIN_DIRS):
+        raise SystemExit(f"this machine has drop-ins in {DROPIN_DIRS}: the script would start Python")
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as scratch:
+        return [timed([str(REPO / "systemd" / "sdoverlay-generator"), scratch]) for _ in range(rounds)]
 
 
 def generate(dropins: Path, out: Path) -> None:
@@ -187,6 +201,7 @@ def main() -> None:
         jinja: float | None = median([timed([*python, "-c", "import jinja2"]) for _ in range(rounds)])
     except subprocess.CalledProcessError:
         jinja = None
+    script = median(installed_script_runs(rounds))
     one = median(generator_runs(1, rounds))
     fifty = median(generator_runs(50, rounds))
     print(f"median of {rounds} runs, wall time\n")
@@ -195,6 +210,7 @@ def main() -> None:
         print("python3 -c 'import jinja2'       (jinja2 not installed: apt-get install python3-jinja2 to compare)")
     else:
         print(f"python3 -c 'import jinja2'       {jinja * 1000:7.1f} ms   {jinja / floor:5.2f}x")
+    print(f"installed generator, no drop-in  {script * 1000:7.1f} ms   {script / floor:5.2f}x   (no Python)")
     print(f"generator, 1 drop-in             {one * 1000:7.1f} ms   {one / floor:5.2f}x")
     print(f"generator, {min(50, len(TARGETS))} drop-ins           {fifty * 1000:7.1f} ms   {fifty / floor:5.2f}x")
     plain_runs, twenty_runs, unit_files = preset_all_runs(rounds)
@@ -221,8 +237,9 @@ def boot_times(boots: int, which: str) -> None:
         generators, dropins, empty = Path(scratch) / "gen", Path(scratch) / "dropins", Path(scratch) / "empty"
         for directory in (generators, dropins, empty):
             directory.mkdir()
-        # As installed: `#!/usr/bin/python3 -I`, the package in the test
-        # bed's /usr (tests/testbed.py), which the burst runs from too.
+        # As installed: the sh script, which starts `/usr/bin/python3 -I`
+        # where there are drop-ins, the package in the test bed's /usr
+        # (tests/testbed.py), which the burst runs from too.
         shutil.copy(REPO / "systemd" / "sdoverlay-generator", generators / "sdoverlay-generator")
         write_dropins(dropins, 20)
         generator = f"{generators}:/etc/systemd/system-generators"

@@ -77,7 +77,10 @@ def parse_sections(text: str) -> list[tuple[str, list[tuple[str, str]]]]:
 def layered_files(dirs: list[str], suffix: str) -> list[str]:
     """systemd's drop-in rule: one namespace of file names across DIRS, sorted
     by name; for each name the first dir in DIRS wins. A winner that is a
-    symlink to /dev/null or an empty file masks the name (it is left out)."""
+    symlink to /dev/null or an empty file masks the name (it is left out).
+    Hidden files (a name starting with '.') are not read, as systemd's
+    conf_files_list() does not read them (and the installed generator's
+    shell glob does not see them)."""
     chosen: dict[str, str] = {}
     for directory in dirs:
         try:
@@ -85,7 +88,7 @@ def layered_files(dirs: list[str], suffix: str) -> list[str]:
         except (FileNotFoundError, NotADirectoryError):
             continue
         for name in names:
-            if name.endswith(suffix) and name not in chosen:
+            if name.endswith(suffix) and not name.startswith(".") and name not in chosen:
                 chosen[name] = os.path.join(directory, name)
     return [chosen[name] for name in sorted(chosen) if not is_masked(chosen[name])]
 

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from tests.test_overlays import listed, overlay_units
-from tests.testbed import VENV, Container
+from tests.testbed import REPO, VENV, Container
 
 GENERATOR = str(VENV / "bin" / "sdoverlay-generator")
 INSTALL_GENERATOR = f"mkdir -p /etc/systemd/system-generators && ln -sf {GENERATOR} /etc/systemd/system-generators/\n"
@@ -109,6 +109,34 @@ def test_boot_with_dropins_mounts_them_and_skips_a_broken_one(tmp_path: Path) ->
         assert sorted(listed(bed)) == ["doc", "usr"]
         journal = bed.run(["journalctl", "-b", "--no-pager", "SYSLOG_IDENTIFIER=sdoverlay-generator"]).stdout
         assert "/etc/sdoverlay.d/broken.conf: ReadOnly=perhaps is not a boolean; skipped" in journal
+
+
+def test_installed_generator_at_boot_and_on_daemon_reload(tmp_path: Path) -> None:
+    """The generator as `make install` puts it (systemd/sdoverlay-generator:
+    a sh loop that starts Python for the first drop-in it finds), running
+    the package in the test bed's /usr as an image has it."""
+    generators, dropins = tmp_path / "generators", tmp_path / "dropins"
+    generators.mkdir()
+    dropins.mkdir()
+    installed = generators / "sdoverlay-generator"
+    installed.write_text((REPO / "systemd" / "sdoverlay-generator").read_text())
+    installed.chmod(0o755)
+    # A hidden file is not a drop-in (systemd's rule): nothing to generate.
+    (dropins / ".hidden.conf").write_text("[Overlay]\nName=hidden\nTarget=/usr/share/info\n")
+    binds = (f"{generators}:/etc/systemd/system-generators", f"{dropins}:/etc/sdoverlay.d")
+    with Container(binds=binds) as bed:
+        before = set(bed.run(["ls", "-A", "/run/systemd/generator"]).stdout.split())  # systemd's generators'
+        assert not [name for name in before if "overlay" in name], before
+        (dropins / "doc.conf").write_text("[Overlay]\nTarget=/usr/share/doc\n")
+        bed.run(["systemctl", "daemon-reload"])
+        generated = set(bed.run(["ls", "-A", "/run/systemd/generator"]).stdout.split())
+        assert sorted(generated - before) == [
+            "run-usroverlay-doc.mount", "sdoverlay-boot.service", "usr-share-doc.mount",
+            "usroverlay-content@.service", "usroverlay-content@doc.service.d"], generated
+        bed.run(["systemctl", "start", "sdoverlay-boot.service"])
+        bed.sh("touch /usr/share/doc/writable")
+        bed.sh("for i in $(seq 30); do systemctl is-active -q usr-share-doc.mount && exit 0; sleep 0.1; done; exit 1")
+        assert sorted(listed(bed)) == ["doc"]
 
 
 def test_an_overlay_the_burst_cannot_mount_is_reported_and_leaves_nothing(tmp_path: Path) -> None:

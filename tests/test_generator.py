@@ -96,6 +96,7 @@ def test_first_dir_wins_and_masks(dirs, logged) -> None:
     (vendor / "c.conf").write_text("[Overlay]\nTarget=/usr/share/locale\n")
     (runtime / "c.conf").write_text("")  # an empty file masks too
     (vendor / "d.conf").write_text("[Overlay]\nTarget=/usr/share/common-licenses\n")
+    (admin / ".e.conf").write_text("[Overlay]\nName=e\nTarget=/usr/share/info\n")  # hidden: not read
     specs = run(out, admin, runtime, vendor)
     assert [(s.name, s.target, s.dropin) for s in specs] == [
         ("a", "/usr/share/man", str(admin / "a.conf")),
@@ -158,6 +159,31 @@ def test_main_usage_and_exit_codes(dirs, logged) -> None:
     assert generator.main([str(out), str(out), str(out)]) == 0
 
 
+# The installed generator (systemd/sdoverlay-generator): a sh loop over the
+# drop-in dirs' *.conf, then this Python code for the first one found.
+GENERATOR_SCRIPT = (Path(__file__).resolve().parent.parent / "systemd/sdoverlay-generator").read_text()
+INSTALLED_GENERATOR_CODE = "import sys; from sdoverlay.generator import main; sys.exit(main())"
+
+
+def test_installed_generator_starts_python_where_the_generator_reads_dropins() -> None:
+    assert GENERATOR_SCRIPT.startswith("#!/bin/sh\n")
+    (loop,) = [line for line in GENERATOR_SCRIPT.splitlines() if line.startswith("for dropin in ")]
+    globs = loop.removeprefix("for dropin in ").removesuffix("; do").split()
+    assert globs == [f"{directory}/*.conf" for directory in generator.DROPIN_DIRS]
+    assert f"exec /usr/bin/python3 -I -c '{INSTALLED_GENERATOR_CODE}' \"$@\"" in GENERATOR_SCRIPT
+
+
+def test_installed_generator_without_dropins_writes_nothing_and_exits_0(tmp_path) -> None:
+    """Where none of the drop-in dirs has a *.conf (this machine's; the
+    tests never write to them), the script ends before Python starts."""
+    if any(any(Path(directory).glob("*.conf")) for directory in generator.DROPIN_DIRS):
+        pytest.fail("this machine has sdoverlay drop-ins; the test needs a machine without")
+    completed = subprocess.run(["sh", "-c", GENERATOR_SCRIPT, "sdoverlay-generator", str(tmp_path)],
+                               capture_output=True, text=True)
+    assert (completed.returncode, completed.stdout, completed.stderr) == (0, "", "")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_make_install_gives_a_working_generator(tmp_path, dirs) -> None:
     """The installed tree is self-contained: its generator runs on Debian's python3."""
     out, admin, _, _ = dirs
@@ -165,7 +191,7 @@ def test_make_install_gives_a_working_generator(tmp_path, dirs) -> None:
     repo = Path(__file__).resolve().parent.parent
     subprocess.run(["make", "-C", str(repo), "install", f"DESTDIR={root}"], check=True, capture_output=True)
     generator_script = root / "usr/lib/systemd/system-generators/sdoverlay-generator"
-    assert generator_script.read_text().startswith("#!/usr/bin/python3 -I\n")
+    assert generator_script.read_text() == (repo / "systemd/sdoverlay-generator").read_text()
     assert os.access(generator_script, os.X_OK)
     for path in ("usr/bin/sdoverlay", "usr/lib/systemd/catalog/sdoverlay.catalog",
                  "usr/share/man/man5/sdoverlay.d.5", "usr/share/man/man1/sdoverlay.1",
@@ -177,11 +203,14 @@ def test_make_install_gives_a_working_generator(tmp_path, dirs) -> None:
         assert (root / path).is_file(), path
     (admin / "doc.conf").write_text("[Overlay]\nTarget=/usr/share/doc\nSource=/srv\n")
     site = root / "usr/lib/python3/dist-packages"
+    # What the script runs where there is a drop-in (its dirs are checked
+    # below and it runs for real in tests/test_boot.py), with the installed
+    # package first on the path.
     run_installed = (
         f"import sys; sys.path.insert(0, {str(site)!r}); import sdoverlay.generator as g; "
         f"assert g.__file__.startswith({str(site)!r}), g.__file__; "
-        f"g.DROPIN_DIRS[:] = [{str(admin)!r}]; sys.argv = ['sdoverlay-generator', {str(out)!r}]; "
-        f"exec(open({str(generator_script)!r}).read())"
+        f"g.DROPIN_DIRS[:] = [{str(admin)!r}]; sys.argv = ['-c', {str(out)!r}]; "
+        f"{INSTALLED_GENERATOR_CODE}"
     )
     subprocess.run(["/usr/bin/python3", "-I", "-c", run_installed], check=True)
     # Byte-compiled for that Python, to be read from a read-only /usr.
