@@ -119,6 +119,26 @@ def test_export_as_a_raw_image_on_systemd_257(debian13: Container) -> None:
     bed.sdoverlay("remove", "ex", check=True)
 
 
+def test_hotfix_through_the_installed_generator_on_systemd_257(debian13: Container) -> None:
+    """unlock --hotfix writes a drop-in and reloads: the installed generator
+    (a sh loop, then the image's python3) makes the overlay's units, its
+    content unit an instance of the generated template, on systemd 257."""
+    bed = debian13
+    assert bed.sh("ls -A /run/systemd/generator | grep -c overlay || true").stdout == "0\n"  # no drop-in yet
+    bed.sdoverlay("unlock", "/usr/share/man", "--hotfix", check=True)
+    bed.sh("echo fix > /usr/share/man/fix.txt")
+    assert bed.run(["cat", "/var/lib/sdoverlay/usr-share-man/upper/fix.txt"]).stdout == "fix\n"
+    content_unit = "usroverlay-content@usr-share-man.service"
+    assert bed.run(["systemctl", "show", "-P", "FragmentPath", content_unit]).stdout == (
+        "/run/systemd/generator/usroverlay-content@.service\n")
+    assert bed.run(["systemctl", "is-active", content_unit, "usr-share-man.mount"]).stdout.split() == ["active"] * 2
+    entry = json.loads(bed.sdoverlay("list", "--json", check=True).stdout)[0]
+    assert entry["units"] == ["run-usroverlay-usr\\x2dshare\\x2dman.mount", content_unit, "usr-share-man.mount"]
+    bed.sdoverlay("remove", "usr-share-man", check=True)
+    assert bed.sh("systemctl list-units --all --no-legend '*usroverlay*' '*content*'").stdout == ""
+    assert bed.run(["test", "-e", "/etc/sdoverlay.d/usr-share-man.conf"], check=False).returncode == 1
+
+
 def test_installed_bash_completion_completes_overlay_names(debian13: Container) -> None:
     from tests.test_conventions import bash_completions
 
