@@ -614,3 +614,21 @@ def test_pretty_json_of_anything_but_a_list_of_records_is_json_dumps(value: obje
     import json
 
     assert prettyjson.dumps(value) == json.dumps(value, indent=2)
+
+
+def test_list_runs_without_the_cyclic_collector_and_gives_it_back(monkeypatch) -> None:
+    import gc
+
+    from sdoverlay import cli
+
+    seen = []
+
+    def failing_list(uid, as_json) -> None:
+        seen.append(gc.isenabled())
+        raise RuntimeError("no bus here")
+
+    monkeypatch.setattr(cli, "_list", failing_list)
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError):
+        cli.list_.callback(uid=None, as_json=False)
+    assert seen == [False] and gc.isenabled()
