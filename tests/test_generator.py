@@ -175,7 +175,10 @@ def test_installed_generator_starts_python_where_the_generator_reads_dropins() -
 
 def test_installed_generator_without_dropins_writes_nothing_and_exits_0(tmp_path) -> None:
     """Where none of the drop-in dirs has a *.conf (this machine's; the
-    tests never write to them), the script ends before Python starts."""
+    tests never write to them), the sh loop finds none and the script exits
+    0 (systemd logs a generator's other exit codes as failures), silent,
+    having written nothing. That it starts no Python then is timed by
+    benchmarks/bench_generator.py, not asserted here."""
     if any(any(Path(directory).glob("*.conf")) for directory in generator.DROPIN_DIRS):
         pytest.fail("this machine has sdoverlay drop-ins; the test needs a machine without")
     completed = subprocess.run(["sh", "-c", GENERATOR_SCRIPT, "sdoverlay-generator", str(tmp_path)],
