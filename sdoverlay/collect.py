@@ -42,9 +42,9 @@ def overlay_name_of_unit(unit: str) -> str | None:
     area's mount unit (where a '-' of NAME is escaped)."""
     if unit.endswith(".mount"):
         return paths.name_of_area_unit(unit)
-    if unit.startswith(CONTENT_TEMPLATE_PREFIX):
-        name = unit[len(CONTENT_TEMPLATE_PREFIX):].removesuffix(".service")
-        return name if unit.endswith(".service") and paths.check_name(name) is None else None
+    if unit.startswith(CONTENT_TEMPLATE_PREFIX) and unit.endswith(".service"):
+        name = unit[len(CONTENT_TEMPLATE_PREFIX):-len(".service")]
+        return name if paths.check_name(name) is None else None
     if unit.startswith("usroverlay-"):
         for suffix in _HELPER_SUFFIXES:
             if unit.endswith(suffix):
