@@ -59,7 +59,9 @@ endif
 # the catalog, man pages, completions.
 install-system:
 	install -D -m 0755 systemd/sdoverlay "$(DESTDIR)$(PREFIX)/bin/sdoverlay"
-	install -D -m 0755 systemd/sdoverlay-generator "$(DESTDIR)$(GENERATOR_DIR)/sdoverlay-generator"
+	install -d -m 0755 "$(DESTDIR)$(GENERATOR_DIR)"
+	sed 's|@PYTHON_SITE@|$(PYTHON_SITE)|' systemd/sdoverlay-generator.in > "$(DESTDIR)$(GENERATOR_DIR)/sdoverlay-generator"
+	chmod 0755 "$(DESTDIR)$(GENERATOR_DIR)/sdoverlay-generator"
 	install -D -m 0644 systemd/sdoverlay.catalog "$(DESTDIR)$(CATALOG_DIR)/sdoverlay.catalog"
 	install -D -m 0644 systemd/sdoverlay-polkit.rules "$(DESTDIR)$(DOC_DIR)/examples/50-sdoverlay.rules"
 	install -D -m 0644 man/sdoverlay.1 "$(DESTDIR)$(MAN1_DIR)/sdoverlay.1"

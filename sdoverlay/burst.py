@@ -10,7 +10,8 @@ local-fs.target with it. A plain boot uses 4-5 of those rescans already.
 
 So one generated oneshot, sdoverlay-boot.service (after
 local-fs-pre.target, when the boot's early mount jobs are done; before
-local-fs.target), runs `python3 -m sdoverlay.burst METADATA...`. It creates
+local-fs.target), runs this module's main with the overlays' METADATA
+(`python3 -I -S -c ...`: sdoverlay.units.boot_program says why). It creates
 each area's tmpfs detached (the new mount API, fsopen and fsmount: no mount
 event yet), with its size cap, and fills it there (SOURCE, upper and work
 dirs); then it attaches all areas (move_mount) and mounts all overlays

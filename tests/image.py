@@ -13,7 +13,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tests.testbed import REPO
+from tests.testbed import PYTHON_SITE, REPO
 
 SUITE = "trixie"
 RUNTIME = ["systemd", "systemd-sysv", "dbus", "polkitd", "python3", "python3-click", "python3-dbus-next",
@@ -27,8 +27,7 @@ PACKAGES = {
 }
 
 
-# Where `make install` puts the package (the Makefile's PYTHON_SITE).
-INSTALLED_PACKAGE = "/usr/lib/python3/dist-packages/sdoverlay"
+INSTALLED_PACKAGE = f"{PYTHON_SITE}/sdoverlay"
 
 
 # Run by a system's own Python with a package dir as argument: prints each

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from tests.test_overlays import listed, overlay_units
-from tests.testbed import REPO, VENV, Container
+from tests.testbed import VENV, Container, installed_generator_script
 
 GENERATOR = str(VENV / "bin" / "sdoverlay-generator")
 INSTALL_GENERATOR = f"mkdir -p /etc/systemd/system-generators && ln -sf {GENERATOR} /etc/systemd/system-generators/\n"
@@ -112,14 +112,14 @@ def test_boot_with_dropins_mounts_them_and_skips_a_broken_one(tmp_path: Path) ->
 
 
 def test_installed_generator_at_boot_and_on_daemon_reload(tmp_path: Path) -> None:
-    """The generator as `make install` puts it (systemd/sdoverlay-generator:
+    """The generator as `make install` puts it (systemd/sdoverlay-generator.in:
     a sh loop that starts Python for the first drop-in it finds), running
     the package in the test bed's /usr as an image has it."""
     generators, dropins = tmp_path / "generators", tmp_path / "dropins"
     generators.mkdir()
     dropins.mkdir()
     installed = generators / "sdoverlay-generator"
-    installed.write_text((REPO / "systemd" / "sdoverlay-generator").read_text())
+    installed.write_text(installed_generator_script())
     installed.chmod(0o755)
     # A hidden file is not a drop-in (systemd's rule): nothing to generate.
     (dropins / ".hidden.conf").write_text("[Overlay]\nName=hidden\nTarget=/usr/share/info\n")

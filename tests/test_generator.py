@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from sdoverlay import generator
 from sdoverlay.spec import CONTENT_TEMPLATE_UNIT
 from tests.image import UNCOMPILED_MODULES
+from tests.testbed import PYTHON_SITE, installed_generator_script
 
 
 @pytest.fixture
@@ -76,6 +78,25 @@ def test_units_for_a_dropin_pass_systemd_analyze_verify(dirs, logged) -> None:
         "usroverlay-content@whole.service.d", "usroverlay-content@whole.service.d/overlay.conf"]
     assert "Requires=usroverlay-content@whole.service" in tree(out)["usr-share-man.mount"]
     verify(out)
+
+
+def test_the_burst_command_imports_without_site(dirs, logged) -> None:
+    """The burst's unit runs it as `PYTHON -I -S -c CODE METADATA...`
+    (sdoverlay.units.boot_program): no `site`, so everything it imports
+    must be the standard library's or the package's, found where the
+    generator found it. Run here without METADATA: the burst then imports
+    all it ever imports at start, prints its usage and exits 2."""
+    out, admin, _, _ = dirs
+    (admin / "doc.conf").write_text("[Overlay]\nTarget=/usr/share/doc\nSource=/srv/x\n")
+    run(out, admin)
+    exec_start = [line for line in tree(out)["sdoverlay-boot.service"].splitlines() if line.startswith("ExecStart=")]
+    words = shlex.split(exec_start[0].removeprefix("ExecStart=").replace("%%", "%"))
+    assert words[:4] == [sys.executable, "-I", "-S", "-c"] and words[5].startswith("x-sdoverlay.name=doc,"), words
+    imports = "; import sdoverlay.content, sdoverlay.populate; "  # what it imports for a SOURCE
+    code = words[4].replace("; from sdoverlay.burst import", imports + "from sdoverlay.burst import")
+    completed = subprocess.run(["/usr/bin/python3", *words[1:4], code], capture_output=True, text=True, cwd="/")
+    assert (completed.returncode, completed.stdout) == (2, ""), completed.stderr
+    assert completed.stderr.startswith("usage: python3 -m sdoverlay.burst "), completed.stderr
 
 
 def test_usr_itself_is_mounted_by_a_service(dirs, logged) -> None:
@@ -159,10 +180,12 @@ def test_main_usage_and_exit_codes(dirs, logged) -> None:
     assert generator.main([str(out), str(out), str(out)]) == 0
 
 
-# The installed generator (systemd/sdoverlay-generator): a sh loop over the
-# drop-in dirs' *.conf, then this Python code for the first one found.
-GENERATOR_SCRIPT = (Path(__file__).resolve().parent.parent / "systemd/sdoverlay-generator").read_text()
-INSTALLED_GENERATOR_CODE = "import sys; from sdoverlay.generator import main; sys.exit(main())"
+# The installed generator (systemd/sdoverlay-generator.in, as `make install`
+# fills it in): a sh loop over the drop-in dirs' *.conf, then this Python
+# code for the first one found, in a Python without `site`.
+GENERATOR_SCRIPT = installed_generator_script()
+INSTALLED_GENERATOR_CODE = (f'import sys; sys.path.append("{PYTHON_SITE}"); '
+                            "from sdoverlay.generator import main; sys.exit(main())")
 
 
 def test_installed_generator_starts_python_where_the_generator_reads_dropins() -> None:
@@ -170,7 +193,7 @@ def test_installed_generator_starts_python_where_the_generator_reads_dropins() -
     (loop,) = [line for line in GENERATOR_SCRIPT.splitlines() if line.startswith("for dropin in ")]
     globs = loop.removeprefix("for dropin in ").removesuffix("; do").split()
     assert globs == [f"{directory}/*.conf" for directory in generator.DROPIN_DIRS]
-    assert f"exec /usr/bin/python3 -I -c '{INSTALLED_GENERATOR_CODE}' \"$@\"" in GENERATOR_SCRIPT
+    assert f"exec /usr/bin/python3 -I -S -c '{INSTALLED_GENERATOR_CODE}' \"$@\"" in GENERATOR_SCRIPT
 
 
 def test_installed_generator_without_dropins_writes_nothing_and_exits_0(tmp_path) -> None:
@@ -194,7 +217,7 @@ def test_make_install_gives_a_working_generator(tmp_path, dirs) -> None:
     repo = Path(__file__).resolve().parent.parent
     subprocess.run(["make", "-C", str(repo), "install", f"DESTDIR={root}"], check=True, capture_output=True)
     generator_script = root / "usr/lib/systemd/system-generators/sdoverlay-generator"
-    assert generator_script.read_text() == (repo / "systemd/sdoverlay-generator").read_text()
+    assert generator_script.read_text() == GENERATOR_SCRIPT
     assert os.access(generator_script, os.X_OK)
     for path in ("usr/bin/sdoverlay", "usr/lib/systemd/catalog/sdoverlay.catalog",
                  "usr/share/man/man5/sdoverlay.d.5", "usr/share/man/man1/sdoverlay.1",
@@ -207,15 +230,15 @@ def test_make_install_gives_a_working_generator(tmp_path, dirs) -> None:
     (admin / "doc.conf").write_text("[Overlay]\nTarget=/usr/share/doc\nSource=/srv\n")
     site = root / "usr/lib/python3/dist-packages"
     # What the script runs where there is a drop-in (its dirs are checked
-    # below and it runs for real in tests/test_boot.py), with the installed
-    # package first on the path.
+    # above and it runs for real in tests/test_boot.py), in a Python without
+    # `site`, finding the package in DESTDIR's PYTHON_SITE.
     run_installed = (
-        f"import sys; sys.path.insert(0, {str(site)!r}); import sdoverlay.generator as g; "
+        f"import sys; sys.path.append({str(site)!r}); import sdoverlay.generator as g; "
         f"assert g.__file__.startswith({str(site)!r}), g.__file__; "
         f"g.DROPIN_DIRS[:] = [{str(admin)!r}]; sys.argv = ['-c', {str(out)!r}]; "
         f"{INSTALLED_GENERATOR_CODE}"
     )
-    subprocess.run(["/usr/bin/python3", "-I", "-c", run_installed], check=True)
+    subprocess.run(["/usr/bin/python3", "-I", "-S", "-c", run_installed], check=True)
     # Byte-compiled for that Python, to be read from a read-only /usr.
     uncompiled = subprocess.run(["/usr/bin/python3", "-I", "-c", UNCOMPILED_MODULES, str(site / "sdoverlay")],
                                 check=True, capture_output=True, text=True).stdout

@@ -33,6 +33,17 @@ class BootFailed(RuntimeError):
     pass
 
 
+# Where `make install` puts the package (the Makefile's PYTHON_SITE), and
+# the test bed's /usr has it (host_root_with_service).
+PYTHON_SITE = "/usr/lib/python3/dist-packages"
+
+
+def installed_generator_script() -> str:
+    """systemd/sdoverlay-generator.in as `make install` installs it: for the
+    package in PYTHON_SITE."""
+    return (REPO / "systemd" / "sdoverlay-generator.in").read_text().replace("@PYTHON_SITE@", PYTHON_SITE)
+
+
 # sdoverlay's service files, where `make install` puts them under /usr.
 _SERVICE_FILES = {
     "share/dbus-1/system-services/org.sdoverlay.Overlays1.service": "org.sdoverlay.Overlays1.service",
@@ -66,7 +77,7 @@ def host_root_with_service() -> str:
     # as the read-only /usr cannot take .pyc files later): for what runs as
     # `/usr/bin/python3 -I` like the installed generator (benchmarks/).
     # The venv, which the tests use, finds the repository first.
-    site = usr / "lib/python3/dist-packages/sdoverlay"
+    site = usr / PYTHON_SITE.removeprefix("/usr/") / "sdoverlay"
     shutil.copytree(REPO / "sdoverlay", site, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run(["/usr/bin/python3", "-m", "compileall", "-q", str(site)], check=True)
     atexit.register(shutil.rmtree, base, ignore_errors=True)
