@@ -55,11 +55,38 @@ def _log(message: str, priority: int = 3) -> None:
     except OSError:
         pass
     if os.path.exists(_JOURNAL_SOCKET):
-        from systemd import journal  # only here: a generator's start-up time counts
-
-        journal.send(message, PRIORITY=str(priority), SYSLOG_IDENTIFIER="sdoverlay-generator")
-        return
+        try:
+            send_to_journal({"MESSAGE": message, "PRIORITY": str(priority), "SYSLOG_IDENTIFIER": "sdoverlay-generator"})
+            return
+        except OSError:
+            pass
     sys.stderr.write(line + "\n")
+
+
+def journal_datagram(fields: dict[str, str]) -> bytes:
+    """FIELDS as one journal entry in journald's native protocol (systemd's
+    docs/JOURNAL_NATIVE_PROTOCOL.md): a line KEY=VALUE each, or where the
+    value has a newline, KEY, a newline, the value's length (64-bit little
+    endian), the value and a newline."""
+    datagram = []
+    for key, value in fields.items():
+        data = value.encode("utf-8", "surrogateescape")
+        if b"\n" in data:
+            datagram += [key.encode(), b"\n", len(data).to_bytes(8, "little"), data, b"\n"]
+        else:
+            datagram += [key.encode(), b"=", data, b"\n"]
+    return b"".join(datagram)
+
+
+def send_to_journal(fields: dict[str, str]) -> None:
+    """FIELDS to journald, with the standard library's socket, not
+    python-systemd: the installed generator runs without `site`
+    (systemd/sdoverlay-generator.in), so it imports nothing from outside
+    the standard library and the package."""
+    import socket  # only here: a generator's start-up time counts
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as journal:
+        journal.sendto(journal_datagram(fields), _JOURNAL_SOCKET)
 
 
 def _write_report(normal_dir: str, problems: list[str]) -> None:

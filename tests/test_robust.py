@@ -13,7 +13,7 @@ import pytest
 
 from tests.test_boot import INSTALL_GENERATOR
 from tests.test_overlays import area_entries, listed, overlay_mounts, overlay_units
-from tests.testbed import NOBODY, SDOVERLAY, VENV, Container
+from tests.testbed import NOBODY, REPO, SDOVERLAY, VENV, Container
 
 SOURCE = "mkdir -p /srv/src && echo applied > /srv/src/applied.txt\n"
 ALLOW_SRV = "mkdir -p /etc/sdoverlay && printf '[Overlays]\\nAllowedRoots=/usr /srv\\n' > /etc/sdoverlay/sdoverlay.conf\n"
@@ -112,6 +112,25 @@ def test_hostile_dropins_are_skipped_and_the_good_one_comes_up(bed: Container) -
                       ("e-huge", "larger than 65536 bytes"), ("f-badutf8", "can't decode")):
         assert f"/etc/sdoverlay.d/{name}.conf: " in log and why in log, (name, log)
     bed.sdoverlay("remove", "good", check=True)
+
+
+def test_the_generators_journal_entries_arrive_whole_without_python_systemd(bed: Container) -> None:
+    """The installed generator runs without `site`, so it writes to journald
+    with its own datagram (sdoverlay.generator.journal_datagram), not
+    python-systemd: a message with a newline (a drop-in's file name may have
+    one) and non-ASCII text arrive as sent."""
+    message = "/etc/sdoverlay.d/two\nlines.conf: Target= is not absolute; skipped \u00e9"
+    code = (f"import sys; sys.path.append({str(REPO)!r}); from sdoverlay.generator import send_to_journal; "
+            f"send_to_journal({{'MESSAGE': {message!r}, 'PRIORITY': '3', 'SYSLOG_IDENTIFIER': 'sdoverlay-journal-test'}}); "
+            "assert 'systemd' not in sys.modules")
+    bed.run(["/usr/bin/python3", "-I", "-S", "-c", code])
+    for _ in range(50):
+        entries = bed.run(["journalctl", "-b", "-o", "json", "SYSLOG_IDENTIFIER=sdoverlay-journal-test"]).stdout.splitlines()
+        if entries:
+            break
+        time.sleep(0.1)
+    (entry,) = [json.loads(line) for line in entries]
+    assert (entry["MESSAGE"], entry["PRIORITY"]) == (message, "3"), entry
 
 
 # 3. racing callers -----------------------------------------------------------
