@@ -32,16 +32,23 @@ def _records(records: list[dict[Any, Any]]) -> str:
     if not records:
         return "[]"
     parts = []
+    # Each key's '"key": ', encoded once: the records share their keys
+    # (0.3 ms of 2.5 for 500 overlays' records).
+    keys: dict[str, str] = {}
     for record in records:
         items = []
         for key, value in record.items():
-            if type(key) is not str:
-                raise TypeError(key)  # json.dumps turns some into strings its own way
-            if type(value) is list:
-                text = "[\n      " + ",\n      ".join(map(_scalar, value)) + "\n    ]" if value else "[]"
+            prefix = keys.get(key)
+            if prefix is None:
+                if type(key) is not str:
+                    raise TypeError(key)  # json.dumps turns some into strings its own way
+                prefix = keys[key] = encode_basestring_ascii(key) + ": "
+            if type(value) is str:
+                items.append(prefix + encode_basestring_ascii(value))
+            elif type(value) is list:
+                items.append(prefix + ("[\n      " + ",\n      ".join(map(_scalar, value)) + "\n    ]" if value else "[]"))
             else:
-                text = _scalar(value)
-            items.append(f"{encode_basestring_ascii(key)}: {text}")
+                items.append(prefix + _scalar(value))
         parts.append("  {\n    " + ",\n    ".join(items) + "\n  }" if items else "  {}")
     return "[\n" + ",\n".join(parts) + "\n]"
 

@@ -85,11 +85,14 @@ async def _statuses(systemd: SystemdQueries, areas: dict[str, UnitState], mounts
     mounts_on: dict[str, list[mountinfo.MountEntry]] = {}  # one pass over MOUNTS, not one per overlay
     for entry in mounts:
         mounts_on.setdefault(entry.mount_point, []).append(entry)
-    mounted = {spec.name for spec, _ in specs if from_kernel and our_overlay_mount(spec, mounts_on.get(spec.target, []))}
+    # Each overlay's mount, looked for once: it says both whether systemd
+    # need be asked and whether the overlay is healthy.
+    ours = {spec.name: our_overlay_mount(spec, mounts_on.get(spec.target, [])) for spec, _ in specs}
+    mounted = {name for name, entry in ours.items() if from_kernel and entry is not None}
     states = await systemd.active_states([unit for spec, _ in specs if spec.name not in mounted
                                           for unit in (spec.overlay_unit, spec.detached_unit)])
     return [_status(spec, area_state, "active" if spec.name in mounted else states[spec.overlay_unit],
-                    "inactive" if spec.name in mounted else states[spec.detached_unit], mounts_on.get(spec.target, []))
+                    "inactive" if spec.name in mounted else states[spec.detached_unit], ours[spec.name])
             for spec, area_state in sorted(specs, key=lambda item: item[0].name)]
 
 
@@ -190,8 +193,8 @@ def _read_all(fd: int) -> bytes:
 
 
 def _status(spec: OverlaySpec, area_state: str, overlay_state: str, detached_state: str,
-            mounts: list[mountinfo.MountEntry]) -> OverlayStatus:
-    """MOUNTS: those on SPEC's target (or more)."""
+            overlay_mount: mountinfo.MountEntry | None) -> OverlayStatus:
+    """OVERLAY_MOUNT: our_overlay_mount of SPEC."""
     states = {area_state, overlay_state}
     if "failed" in states:
         state = "failed"
@@ -209,7 +212,7 @@ def _status(spec: OverlaySpec, area_state: str, overlay_state: str, detached_sta
         area_used = (stats.f_blocks - stats.f_bfree) * stats.f_frsize
     problem = None
     if state == "active":
-        problem = _health_problem(spec, mounts)
+        problem = _health_problem(spec, overlay_mount)
         if problem is not None:
             state = "degraded"
     elif overlay_state == "inactive" and area_state == "active" and detached_state == "active":
@@ -218,7 +221,7 @@ def _status(spec: OverlaySpec, area_state: str, overlay_state: str, detached_sta
     return OverlayStatus(spec, state, size_limit, problem, area_used, area_state, overlay_state)
 
 
-def _health_problem(spec: OverlaySpec, mounts: list[mountinfo.MountEntry]) -> str | None:
+def _health_problem(spec: OverlaySpec, overlay_mount: mountinfo.MountEntry | None) -> str | None:
     """Why an overlay whose units are active does not work, or None.
 
     Its units can be active while it is broken: a service-kind overlay
@@ -227,7 +230,7 @@ def _health_problem(spec: OverlaySpec, mounts: list[mountinfo.MountEntry]) -> st
     A caller who may not look into the area (root's, mode 0700) is told
     what the mount table shows.
     """
-    if our_overlay_mount(spec, mounts) is None:
+    if overlay_mount is None:
         return f"not mounted on {spec.target}"
     if not spec.read_only:
         for layer in (spec.upper_dir, spec.work_dir):
