@@ -84,6 +84,15 @@ def host_root_with_service() -> str:
     return str(base / "root")
 
 
+def _cgroup_hierarchies() -> list[str]:
+    """Where a container's systemd makes its cgroups: the unified hierarchy
+    (cgroup v2), or on a hybrid host (this one: v1 controllers) its
+    name=systemd and unified hierarchies."""
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        return ["/sys/fs/cgroup"]
+    return [path for path in ("/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified") if os.path.isdir(path)]
+
+
 @functools.cache
 def _host_root() -> str:
     return host_root_with_service()
@@ -96,12 +105,17 @@ class Container:
     (tests/image.py), booted as it is."""
 
     def __init__(self, boot_timeout: float = 60.0, binds: tuple[str, ...] = (), root: str = "/",
-                 init_args: tuple[str, ...] = ()) -> None:
+                 init_args: tuple[str, ...] = (), own_cgroup: bool = False) -> None:
         self.machine = f"sdo-{os.getpid()}-{next(_counter)}"
         self.boot_timeout = boot_timeout
         self.binds = binds
         self.root = root
         self.init_args = init_args  # more of systemd's command line (systemd.mask=...)
+        # OWN_CGROUP: this container's nspawn starts in cgroups of its own,
+        # so that it can run beside another (benchmarks that pair runs in two
+        # containers); otherwise all share the host's and must run one at a
+        # time (their units' cgroups collide: 219/CGROUP).
+        self.cgroups = [f"{hierarchy}/{self.machine}" for hierarchy in _cgroup_hierarchies()] if own_cgroup else []
         self.sdoverlay_path = SDOVERLAY if root == "/" else "/usr/bin/sdoverlay"
         self._log = tempfile.TemporaryFile()
         self._nspawn: subprocess.Popen[bytes] | None = None
@@ -117,9 +131,11 @@ class Container:
             *(f"--bind={bind}" for bind in self.binds),
             "systemd.mask=systemd-firstboot.service", *self.init_args,
         ]
+        for cgroup in self.cgroups:
+            os.mkdir(cgroup)
         self._nspawn = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=self._join_cgroups if self.cgroups else None,
         )
         try:
             self._wait_for_boot()
@@ -127,6 +143,13 @@ class Container:
             self.__exit__(None, None, None)
             raise
         return self
+
+    def _join_cgroups(self) -> None:
+        # In the child, before nspawn starts: nspawn (--keep-unit, no systemd
+        # on the host) makes the cgroup it runs in the container's root.
+        for cgroup in self.cgroups:
+            with open(f"{cgroup}/cgroup.procs", "w") as procs:
+                procs.write(str(os.getpid()))
 
     def _wait_for_boot(self) -> None:
         assert self._nspawn is not None
@@ -226,4 +249,10 @@ class Container:
                 if not os.path.exists(f"/proc/{self.pid}"):
                     break
                 time.sleep(0.05)
+        for cgroup in self.cgroups:  # and the ones its systemd made in it, deepest first
+            for directory, _subdirs, _files in sorted(os.walk(cgroup), key=lambda entry: -entry[0].count("/")):
+                try:
+                    os.rmdir(directory)
+                except OSError:
+                    pass  # still in use: left for the host's owner to see
         self._log.close()
