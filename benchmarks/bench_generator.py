@@ -60,25 +60,32 @@ def generator_script(dropins: Path) -> str:
     )
 
 
-def generator_runs(count: int, rounds: int) -> list[float]:
+REFERENCE_COMMAND = ["/usr/bin/python3", "-I", "-c", "pass"]
+
+
+def generator_runs(count: int, rounds: int) -> tuple[list[float], list[float]]:
     """The generator as systemd runs it, over COUNT drop-ins (in a dir it is
     pointed at), writing to a tmpfs as systemd's /run/systemd/generator is:
     on this machine's disk, creating the 150 unit files alone took 110 ms.
     Run as the installed script runs it where there is a drop-in
     (`/usr/bin/python3 -I -S`, see systemd/sdoverlay-generator.in; its sh
     loop before that is timed by installed_script_runs) with this checkout
-    first on sys.path."""
+    first on sys.path. Each run is paired with a run of REFERENCE_COMMAND
+    right before or after it: (the reference's runs, the generator's)."""
     with tempfile.TemporaryDirectory(dir="/dev/shm") as scratch:
         dropins = Path(scratch) / "d"
         dropins.mkdir()
         write_dropins(dropins, count)
         script = generator_script(dropins)
-        samples = []
+        references: list[float] = []
+        samples: list[float] = []
         for round_number in range(rounds):
             out = Path(scratch) / f"out{round_number}"
             out.mkdir()
-            samples.append(timed(["/usr/bin/python3", "-I", "-S", "-c", script, str(out)]))
-        return samples
+            pair = [(references, REFERENCE_COMMAND), (samples, ["/usr/bin/python3", "-I", "-S", "-c", script, str(out)])]
+            for runs, argv in pair if round_number % 2 == 0 else pair[::-1]:
+                runs.append(timed(argv))
+        return references, samples
 
 
 def installed_script_runs(rounds: int) -> list[float]:
@@ -201,14 +208,24 @@ def main() -> None:
     rounds = args.rounds
     python = ["/usr/bin/python3"]
     median = statistics.median
-    floor = median([timed([*python, "-I", "-c", "pass"]) for _ in range(rounds)])
+    # The generator's runs are each paired with one of the reference
+    # (generator_runs): this machine has slow spells of seconds, which a
+    # block of reference runs and a block of generator runs, one after the
+    # other, measured as much as the generator (benchmarks/README.md).
+    one_reference, one_runs = generator_runs(1, rounds)
+    fifty_reference, fifty_runs = generator_runs(50, rounds)
+    floor = median(one_reference + fifty_reference)
     try:  # what rendering with jinja2 would add (python3-jinja2 is not a dependency)
         jinja: float | None = median([timed([*python, "-c", "import jinja2"]) for _ in range(rounds)])
     except subprocess.CalledProcessError:
         jinja = None
     script = median(installed_script_runs(rounds))
-    one = median(generator_runs(1, rounds))
-    fifty = median(generator_runs(50, rounds))
+    one, fifty = median(one_runs), median(fifty_runs)
+
+    def paired(references: list[float], runs: list[float]) -> str:
+        ratios = [run / reference for reference, run in zip(references, runs)]
+        quartiles = statistics.quantiles(ratios, n=4)
+        return f"paired {median(ratios):.2f}x ({quartiles[0]:.2f}-{quartiles[2]:.2f})"
     print(f"median of {rounds} runs, wall time\n")
     print(f"python3 -I -c pass               {floor * 1000:7.1f} ms   (reference)")
     if jinja is None:
@@ -216,8 +233,10 @@ def main() -> None:
     else:
         print(f"python3 -c 'import jinja2'       {jinja * 1000:7.1f} ms   {jinja / floor:5.2f}x")
     print(f"installed generator, no drop-in  {script * 1000:7.1f} ms   {script / floor:5.2f}x   (no Python)")
-    print(f"generator, 1 drop-in             {one * 1000:7.1f} ms   {one / floor:5.2f}x")
-    print(f"generator, {min(50, len(TARGETS))} drop-ins           {fifty * 1000:7.1f} ms   {fifty / floor:5.2f}x")
+    print(f"generator, 1 drop-in             {one * 1000:7.1f} ms   {one / floor:5.2f}x   "
+          f"{paired(one_reference, one_runs)}")
+    print(f"generator, {min(50, len(TARGETS))} drop-ins           {fifty * 1000:7.1f} ms   {fifty / floor:5.2f}x   "
+          f"{paired(fifty_reference, fifty_runs)}")
     plain_runs, twenty_runs, unit_files = preset_all_runs(rounds)
     plain, twenty = median(plain_runs), median(twenty_runs)
     print(f"\nfirst boot's preset pass (systemctl --root preset-all), median of {rounds} interleaved runs")
