@@ -36,6 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.bench_scale import paired  # noqa: E402
 from tests.testbed import VENV, Container, installed_generator_script  # noqa: E402
 
 TARGETS = sorted(p.name for p in Path("/usr/share").iterdir() if p.is_dir() and not p.is_symlink())
@@ -221,11 +222,6 @@ def main() -> None:
         jinja = None
     script = median(installed_script_runs(rounds))
     one, fifty = median(one_runs), median(fifty_runs)
-
-    def paired(references: list[float], runs: list[float]) -> str:
-        ratios = [run / reference for reference, run in zip(references, runs)]
-        quartiles = statistics.quantiles(ratios, n=4)
-        return f"paired {median(ratios):.2f}x ({quartiles[0]:.2f}-{quartiles[2]:.2f})"
     print(f"median of {rounds} runs, wall time\n")
     print(f"python3 -I -c pass               {floor * 1000:7.1f} ms   (reference)")
     if jinja is None:
@@ -233,10 +229,11 @@ def main() -> None:
     else:
         print(f"python3 -c 'import jinja2'       {jinja * 1000:7.1f} ms   {jinja / floor:5.2f}x")
     print(f"installed generator, no drop-in  {script * 1000:7.1f} ms   {script / floor:5.2f}x   (no Python)")
-    print(f"generator, 1 drop-in             {one * 1000:7.1f} ms   {one / floor:5.2f}x   "
-          f"{paired(one_reference, one_runs)}")
-    print(f"generator, {min(50, len(TARGETS))} drop-ins           {fifty * 1000:7.1f} ms   {fifty / floor:5.2f}x   "
-          f"{paired(fifty_reference, fifty_runs)}")
+    for label, value, references, runs in (("1 drop-in  ", one, one_reference, one_runs),
+                                            (f"{min(50, len(TARGETS))} drop-ins", fifty, fifty_reference, fifty_runs)):
+        ratio, low, high = paired(references, runs)
+        print(f"generator, {label}           {value * 1000:7.1f} ms   {value / floor:5.2f}x   "
+              f"paired {ratio:.2f}x ({low:.2f}-{high:.2f})")
     plain_runs, twenty_runs, unit_files = preset_all_runs(rounds)
     plain, twenty = median(plain_runs), median(twenty_runs)
     print(f"\nfirst boot's preset pass (systemctl --root preset-all), median of {rounds} interleaved runs")
@@ -299,9 +296,9 @@ def boot_times(boots: int, which: str) -> None:
         # of one round ran back to back, so the median of each round's
         # difference cancels more of this machine's slow spells (session 10).
         for name in (GENERATOR_ALONE, WITH_DROPINS):
-            paired = [boot - reference for boot, reference in zip(samples[kind, name], samples[kind, REFERENCE])]
-            print(f"  {name}, paired by round: median {median(paired):+.0f} ms, "
-                  f"quartiles {statistics.quantiles(paired, n=4)[0]:+.0f} / {statistics.quantiles(paired, n=4)[2]:+.0f}")
+            differences = [boot - reference for boot, reference in zip(samples[kind, name], samples[kind, REFERENCE])]
+            low, _, high = statistics.quantiles(differences, n=4)
+            print(f"  {name}, paired by round: median {median(differences):+.0f} ms, quartiles {low:+.0f} / {high:+.0f}")
 
 
 if __name__ == "__main__":

@@ -225,10 +225,10 @@ def test_make_install_gives_a_working_generator(tmp_path, dirs) -> None:
                  "usr/share/bash-completion/completions/sdoverlay", "usr/share/zsh/vendor-completions/_sdoverlay",
                  "usr/share/fish/vendor_completions.d/sdoverlay.fish",
                  "usr/share/doc/sdoverlay/examples/50-sdoverlay.rules",
-                 "usr/lib/python3/dist-packages/sdoverlay/units/content.service"):
+                 f"{PYTHON_SITE.removeprefix('/')}/sdoverlay/units/content.service"):
         assert (root / path).is_file(), path
     (admin / "doc.conf").write_text("[Overlay]\nTarget=/usr/share/doc\nSource=/srv\n")
-    site = root / "usr/lib/python3/dist-packages"
+    site = root / PYTHON_SITE.removeprefix("/")
     # What the script runs where there is a drop-in (its dirs are checked
     # above and it runs for real in tests/test_boot.py), in a Python without
     # `site`, finding the package in DESTDIR's PYTHON_SITE.

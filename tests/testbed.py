@@ -131,13 +131,13 @@ class Container:
             *(f"--bind={bind}" for bind in self.binds),
             "systemd.mask=systemd-firstboot.service", *self.init_args,
         ]
-        for cgroup in self.cgroups:
-            os.mkdir(cgroup)
-        self._nspawn = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=self._join_cgroups if self.cgroups else None,
-        )
         try:
+            for cgroup in self.cgroups:
+                os.mkdir(cgroup)
+            self._nspawn = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+                start_new_session=True, preexec_fn=self._join_cgroups if self.cgroups else None,
+            )
             self._wait_for_boot()
         except BaseException:
             self.__exit__(None, None, None)
@@ -230,15 +230,19 @@ class Container:
         return self.run([self.sdoverlay_path, *args], **kwargs)
 
     def __exit__(self, *_exc: object) -> None:
-        if self._nspawn is None:
-            return
-        if self._nspawn.poll() is None:
-            self._nspawn.send_signal(signal.SIGTERM)  # powers the container off
+        if self._nspawn is not None:
+            self._power_off(self._nspawn)
+        self._remove_cgroups()  # also after a failed start: made before nspawn runs
+        self._log.close()
+
+    def _power_off(self, nspawn: subprocess.Popen[bytes]) -> None:
+        if nspawn.poll() is None:
+            nspawn.send_signal(signal.SIGTERM)  # powers the container off
             try:
-                self._nspawn.wait(timeout=20)
+                nspawn.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                os.killpg(self._nspawn.pid, signal.SIGKILL)
-                self._nspawn.wait()
+                os.killpg(nspawn.pid, signal.SIGKILL)
+                nspawn.wait()
         # A container whose nspawn was killed must not live on: every
         # container shares this host's cgroup tree, and a leftover one breaks
         # the next one's units (219/CGROUP). Killing its PID 1 ends its PID
@@ -249,10 +253,11 @@ class Container:
                 if not os.path.exists(f"/proc/{self.pid}"):
                     break
                 time.sleep(0.05)
+
+    def _remove_cgroups(self) -> None:
         for cgroup in self.cgroups:  # and the ones its systemd made in it, deepest first
             for directory, _subdirs, _files in sorted(os.walk(cgroup), key=lambda entry: -entry[0].count("/")):
                 try:
                     os.rmdir(directory)
                 except OSError:
                     pass  # still in use: left for the host's owner to see
-        self._log.close()
