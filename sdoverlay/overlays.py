@@ -105,13 +105,13 @@ def _our_overlay_mounted(spec: OverlaySpec) -> bool:
 
 async def _run(systemd: Systemd, unit: str, job: Any) -> None:
     """Await a job coroutine for UNIT and raise with the unit's real failure."""
-    since_realtime, since_monotonic = time.time(), time.monotonic()
+    since = diagnostics.log_point()
     result = await job
     if result != "done":
-        raise OperationFailed(await _explain(systemd, unit, result, since_realtime, since_monotonic))
+        raise OperationFailed(await _explain(systemd, unit, result, since))
 
 
-async def _explain(systemd: Systemd, unit: str, job_result: str, since_realtime: float, since_monotonic: float) -> str:
+async def _explain(systemd: Systemd, unit: str, job_result: str, since: diagnostics.LogPoint) -> str:
     """Why UNIT's job failed: the unit's own Result where it has one, and its logs."""
     result = job_result
     path = await systemd.unit_path(unit)
@@ -120,29 +120,28 @@ async def _explain(systemd: Systemd, unit: str, job_result: str, since_realtime:
         unit_result = await systemd.unit_property(path, interface, "Result")
         if unit_result and unit_result != "success":
             result = unit_result
-    return diagnostics.explain(unit, result, since_realtime, since_monotonic)
+    return diagnostics.explain(unit, result, since)
 
 
 async def _stop(systemd: Systemd, unit: str, mode: str = "replace") -> str | None:
     """Stop UNIT and wait; the reason it failed, or None."""
-    since_realtime, since_monotonic = time.time(), time.monotonic()
+    since = diagnostics.log_point()
     try:
         result = await systemd.stop_unit(unit, mode)
     except NotFound:
         return None  # not loaded: nothing to stop
     if result == "done":
         return None
-    return await _explain(systemd, unit, result, since_realtime, since_monotonic)
+    return await _explain(systemd, unit, result, since)
 
 
-async def _explain_failed(systemd: Systemd, unit_names: list[str], job_result: str, since: tuple[float, float]) -> str:
-    """Explain the first of UNIT_NAMES that failed (a dependency's failure
-    makes the last job fail with result 'dependency')."""
-    states = await systemd.active_states(unit_names)
-    for unit in unit_names:
-        if states[unit] == "failed":
-            return await _explain(systemd, unit, job_result, *since)
-    return await _explain(systemd, unit_names[-1], job_result, *since)
+async def _explain_failed(systemd: Systemd, spec: OverlaySpec, job_result: str, since: diagnostics.LogPoint) -> str:
+    """Explain the first of SPEC's units that failed (a dependency's failure
+    makes the last job fail with result 'dependency'). Only the overlay's
+    own unit is explained with the kernel's overlayfs lines."""
+    states = await systemd.active_states(spec.units)
+    failed = next((unit for unit in spec.units if states[unit] == "failed"), spec.overlay_unit)
+    return await _explain(systemd, failed, job_result, since if failed == spec.overlay_unit else since.without_kernel())
 
 
 def _busy_detail(spec: OverlaySpec) -> str:
@@ -193,7 +192,7 @@ async def apply(systemd: Systemd, spec: OverlaySpec) -> OverlayStatus:
     which fills the area before the overlay is mounted.
     """
     area, content_unit, overlay = units.render(spec)
-    since = time.time(), time.monotonic()
+    since = diagnostics.log_point(kernel=True)
     # If this call is refused (permission, conflict), nothing was created.
     result = await systemd.start_transient_unit(
         overlay.name,
@@ -202,7 +201,7 @@ async def apply(systemd: Systemd, spec: OverlaySpec) -> OverlayStatus:
     )
     if result != "done":
         # A failed unit stays loaded and blocks the name: undo everything.
-        error = OperationFailed(await _explain_failed(systemd, spec.units, result, since))
+        error = OperationFailed(await _explain_failed(systemd, spec, result, since))
         problems = await teardown(systemd, spec)
         if problems:
             error.message += "; rollback incomplete: " + "; ".join(problems)
@@ -213,11 +212,11 @@ async def apply(systemd: Systemd, spec: OverlaySpec) -> OverlayStatus:
 async def start_overlay(systemd: Systemd, spec: OverlaySpec) -> str | None:
     """Start SPEC's existing overlay unit (pulling in its area and content
     units) and wait; why it failed, or None."""
-    since = time.time(), time.monotonic()
+    since = diagnostics.log_point(kernel=True)
     result = await systemd.start_unit(spec.overlay_unit)
     if result == "done":
         return None
-    return await _explain_failed(systemd, spec.units, result, since)
+    return await _explain_failed(systemd, spec, result, since)
 
 
 async def take_down(systemd: Systemd, spec: OverlaySpec, verb: str) -> None:
@@ -226,11 +225,11 @@ async def take_down(systemd: Systemd, spec: OverlaySpec, verb: str) -> None:
     A hold unit binds the area meanwhile (it is StopWhenUnneeded=). If the
     overlay cannot be unmounted (busy), nothing changes and this raises.
     """
-    since = time.time(), time.monotonic()
+    since = diagnostics.log_point()
     result = await _start_hold(systemd, spec)
     try:
         if result != "done":
-            raise OperationFailed(await _explain(systemd, spec.hold_unit, result, *since))
+            raise OperationFailed(await _explain(systemd, spec.hold_unit, result, since))
         # ignore-dependencies: units that use the target are not stopped
         # behind the user's back; if they hold it busy, this says so.
         await _run(systemd, spec.overlay_unit, systemd.stop_unit(spec.overlay_unit, "ignore-dependencies"))
@@ -334,21 +333,21 @@ async def remove(systemd: Systemd, name: str, caller_pid: int = 0) -> Removal:
     # The hold pins the area while the overlay is detached; the detached
     # unit starts only then, or its own program (mapped from TARGET through
     # the overlay, were TARGET /usr) would itself keep the overlay alive.
-    since = time.time(), time.monotonic()
+    since = diagnostics.log_point()
     result = await _start_hold(systemd, spec)
     if result != "done":
-        raise OperationFailed(f"cannot remove overlay {name!r}: " + await _explain(systemd, spec.hold_unit, result, *since))
+        raise OperationFailed(f"cannot remove overlay {name!r}: " + await _explain(systemd, spec.hold_unit, result, since))
     problems = await teardown(systemd, spec, keep_area=True)
     if problems:
         await release_hold(systemd, spec)
         raise OperationFailed(f"cannot remove overlay {name!r}: " + "; ".join(problems))
     detached = units.render_detached(spec, mount.mount_id)  # type: ignore[union-attr]
-    since = time.time(), time.monotonic()
+    since = diagnostics.log_point()
     result = await systemd.start_transient_unit(detached.name, unitfile.to_properties(detached.text))
     await release_hold(systemd, spec)
     if result != "done":
         raise OperationFailed(f"removed overlay {name!r}, but cannot track its detached memory: "
-                              + await _explain(systemd, detached.name, result, *since))
+                              + await _explain(systemd, detached.name, result, since))
     return Removal(spec, users, status.area_used_bytes or 0)
 
 

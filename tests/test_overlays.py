@@ -255,6 +255,8 @@ def test_failing_mount_is_reported_and_rolled_back(bed: Container) -> None:
         mkdir -p /tmp/a/u /tmp/a/w /tmp/b/u /tmp/b/w
         mount -t overlay overlay -o lowerdir=/usr/share,upperdir=/tmp/a/u,workdir=/tmp/a/w /usr/share
         mount -t overlay overlay -o lowerdir=/usr/share/doc,upperdir=/tmp/b/u,workdir=/tmp/b/w /usr/share/doc
+        # A kernel line from just before the apply, which is not its reason.
+        mkdir -p /tmp/m; ! mount -t overlay overlay -o lowerdir=/nonexistent-lower /tmp/m 2>/dev/null
     """ + SOURCE_TREE)
     before = snapshot(bed)
     result = bed.sdoverlay("apply", "deep", "/srv/src", "/usr/share/doc/dpkg")
@@ -262,6 +264,7 @@ def test_failing_mount_is_reported_and_rolled_back(bed: Container) -> None:
     assert result.stderr.count("\n") == 1, result.stderr
     assert "usr-share-doc-dpkg.mount failed (exit-code): mount: /usr/share/doc/dpkg: wrong fs type" in result.stderr
     assert "overlayfs: maximum fs stacking depth exceeded" in result.stderr
+    assert "nonexistent-lower" not in result.stderr
     assert "rollback incomplete" not in result.stderr
     assert snapshot(bed) == before
     assert overlay_units(bed) == []
@@ -280,6 +283,19 @@ def test_copy_that_fails_is_rolled_back(bed: Container) -> None:
     assert result.stderr.count("\n") == 1
     assert snapshot(bed) == before
     assert overlay_units(bed) == []
+
+
+def test_kernel_lines_from_before_an_operation_are_not_its_reason(bed: Container) -> None:
+    # An overlayfs line logged just before (here by a hand-made mount that
+    # fails) must not be attached to the next failure, which is a copy's.
+    # Reproduces a CI failure: explain() took overlayfs lines stamped up to
+    # 1 s before the operation started.
+    bed.sh("mkdir -p /tmp/m; mount -t overlay overlay -o lowerdir=/nonexistent-lower /tmp/m 2>/dev/null && exit 1; "
+           "dmesg | grep -q 'overlayfs: failed to resolve .*/nonexistent-lower'")
+    result = bed.sdoverlay("apply", "badcopy", "/proc/self/mem", "/usr/share/doc")
+    assert result.returncode == 1, result.stderr
+    assert "overlay" not in result.stderr.split("failed (", 1)[-1], result.stderr
+    assert re.search(r"Input/output error$", result.stderr), result.stderr
 
 
 def test_units_needing_the_target_are_stopped_first(bed: Container) -> None:

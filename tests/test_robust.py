@@ -512,10 +512,10 @@ def test_list_and_status_during_a_daemon_reexec_answer(bed: Container) -> None:
 
 def test_a_failure_is_explained_with_systemds_own_reason(bed: Container) -> None:
     script = (
-        "import sys, time; from sdoverlay import diagnostics\n"
-        "t = time.time(), time.monotonic()\n"
+        "from sdoverlay import diagnostics\n"
+        "since = diagnostics.log_point()\n"
         "import subprocess; subprocess.run(['systemd-run', '--wait', '-q', '--unit=broken', '-p', 'User=nosuchuser', '/usr/bin/true'])\n"
-        "print(diagnostics.explain('broken.service', 'exit-code', *t))\n"
+        "print(diagnostics.explain('broken.service', 'exit-code', since))\n"
     )
     text = bed.run([str(VENV / "bin" / "python"), "-c", script]).stdout
     assert text.startswith("broken.service failed (exit-code): ") and "status=217/USER" in text, text
