@@ -30,7 +30,7 @@ COMPLETE = _SDOVERLAY_COMPLETE=$(1)_source PYTHONPATH=. $(PYTHON) -m sdoverlay
 
 PACKAGE_FILES := $(wildcard sdoverlay/*.py sdoverlay/help.txt sdoverlay/units/*.py sdoverlay/units/*.mount sdoverlay/units/*.service)
 
-.PHONY: install install-python install-system help
+.PHONY: install install-python install-system check-python-site help
 
 # `sdoverlay --help`, pre-rendered from click (sdoverlay/entry.py says why);
 # run after changing a verb or option (tests/test_docs.py fails until then).
@@ -38,6 +38,21 @@ help:
 	PYTHONPATH=. $(PYTHON) -c 'from sdoverlay.cli import top_level_help; print(top_level_help(), end="")' > sdoverlay/help.txt
 
 install: install-python install-system
+
+# The CLI, the service and the content unit run `$(PYTHON) -I` and find the
+# package on its default path (only the generator is told where it is), so
+# PYTHON_SITE must be on that path. Debian's python3 has
+# /usr/lib/python3/dist-packages there, but for PREFIX=/usr/local it has
+# /usr/local/lib/python3.X/dist-packages, not .../python3/dist-packages: an
+# install there would give commands that cannot import sdoverlay. Checked
+# first, before anything is installed; only where $(PYTHON) is the Python
+# of the system installed for (BYTE_COMPILE=yes, below).
+check-python-site:
+	@$(PYTHON) -I -c 'import sys; sys.exit(0 if "$(PYTHON_SITE)" in sys.path else "make: PYTHON_SITE=$(PYTHON_SITE) is not on the path of $(PYTHON) -I, where sdoverlay'"'"'s commands look for it; set PYTHON_SITE to a dir that is")'
+
+ifeq ($(BYTE_COMPILE),yes)
+install-python install-system: check-python-site
+endif
 
 # The Python package (the Debian package has pybuild install it instead).
 # Byte-compiled as installed: on an image's read-only /usr Python cannot

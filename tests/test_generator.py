@@ -210,6 +210,21 @@ def test_installed_generator_without_dropins_writes_nothing_and_exits_0(tmp_path
     assert list(tmp_path.iterdir()) == []
 
 
+def test_make_install_refuses_a_python_site_its_commands_would_not_find(tmp_path) -> None:
+    """PREFIX=/usr/local alone would put the package in
+    /usr/local/lib/python3/dist-packages, which Debian's `python3 -I` does not
+    search: the commands could not import it. make says so, installing nothing."""
+    root = tmp_path / "root"
+    repo = Path(__file__).resolve().parent.parent
+    completed = subprocess.run(["make", "-s", "-C", str(repo), "install", f"DESTDIR={root}", "PREFIX=/usr/local"],
+                               capture_output=True, text=True)
+    assert completed.returncode != 0
+    assert completed.stderr.splitlines()[0] == (
+        "make: PYTHON_SITE=/usr/local/lib/python3/dist-packages is not on the path of /usr/bin/python3 -I, "
+        "where sdoverlay's commands look for it; set PYTHON_SITE to a dir that is")
+    assert not root.exists()
+
+
 def test_make_install_gives_a_working_generator(tmp_path, dirs) -> None:
     """The installed tree is self-contained: its generator runs on Debian's python3."""
     out, admin, _, _ = dirs
