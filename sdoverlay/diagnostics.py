@@ -14,6 +14,8 @@ from typing import NamedTuple
 
 from systemd import journal
 
+from sdoverlay import paths
+
 # The process's own symbols include libc's; ctypes.util.find_library("c")
 # would run ldconfig in a subprocess on every operation.
 _LIBC = ctypes.CDLL(None, use_errno=True)
@@ -46,17 +48,23 @@ class LogPoint(NamedTuple):
     realtime: float
     # None: the kernel's lines are not asked for (or cannot be read here).
     kernel_stamp: float | None
+    # The dirs of the overlay being mounted (its target, its area, ...): a
+    # kernel line that quotes paths, none of them within these, is about
+    # another mount made meanwhile (another shell's), not this one.
+    overlay_dirs: tuple[str, ...] = ()
 
     def without_kernel(self) -> LogPoint:
-        return self._replace(kernel_stamp=None)
+        return LogPoint(self.realtime, None)
 
 
-def log_point(kernel: bool = False) -> LogPoint:
-    """The logs' place now; with KERNEL, the kernel log's too, for an
-    operation that mounts an overlay: only overlayfs itself says why a mount
-    failed. That costs 1.2-1.5 ms here (klogctl walks the whole ring, 1,500
-    records), so operations that mount nothing do without it."""
-    return LogPoint(time.time(), _newest_kernel_stamp() if kernel else None)
+def log_point(mounting: tuple[str, ...] | None = None) -> LogPoint:
+    """The logs' place now; for an operation that mounts an overlay whose
+    dirs are MOUNTING, the kernel log's too: only overlayfs itself says why
+    a mount failed. That costs 1.2-1.5 ms here (klogctl walks the whole
+    ring, 1,500 records), so operations that mount nothing do without it."""
+    if mounting is None:
+        return LogPoint(time.time(), None)
+    return LogPoint(time.time(), _newest_kernel_stamp(), mounting)
 
 
 def _read_kernel_log(size: int) -> list[str] | None:
@@ -94,9 +102,22 @@ def kernel_overlay_messages(since: LogPoint) -> list[str]:
         match = _KMSG_LINE.match(line)
         if match and float(match.group(1)) > since.kernel_stamp:
             text = match.group(2)
-            if text.startswith(("overlay:", "overlayfs:")):
+            if text.startswith(("overlay:", "overlayfs:")) and _may_be_about(text, since.overlay_dirs):
                 lines.append(text)
     return lines
+
+
+# overlayfs quotes the paths it was given: "failed to resolve '/x': -2",
+# "fs on '/x' does not support file handles" (fs/overlayfs/super.c).
+_QUOTED_PATH = re.compile(r"'(/[^']*)'")
+
+
+def _may_be_about(line: str, overlay_dirs: tuple[str, ...]) -> bool:
+    """Can kernel LINE be about the overlay with OVERLAY_DIRS? Not if it
+    quotes paths and none of them lies within those dirs; a line that
+    quotes none ("maximum fs stacking depth exceeded") may be."""
+    quoted = _QUOTED_PATH.findall(line)
+    return not quoted or any(paths.is_within(path, directory) for path in quoted for directory in overlay_dirs)
 
 
 def unit_log_errors(unit: str, since_realtime: float, wait: float = 1.0) -> list[str]:

@@ -14,6 +14,7 @@ from sdoverlay import (
     api,
     collect,
     config,
+    diagnostics,
     identity,
     ini,
     mountinfo,
@@ -632,3 +633,15 @@ def test_list_runs_without_the_cyclic_collector_and_gives_it_back(monkeypatch) -
     with pytest.raises(RuntimeError):
         cli.list_.callback(uid=None, as_json=False)
     assert seen == [False] and gc.isenabled()
+
+
+def test_a_kernel_line_that_quotes_only_other_paths_is_not_the_overlays() -> None:
+    """Another shell's failing mount logs meanwhile: its overlayfs line,
+    which quotes its own paths, is not this overlay's reason."""
+    dirs = ("/usr/share/doc", "/run/usroverlay/doc", "/var/lib/sdoverlay/doc")
+    assert not diagnostics._may_be_about("overlayfs: failed to resolve '/nonexistent': -2", dirs)
+    assert not diagnostics._may_be_about("overlayfs: failed to resolve '/run/usroverlay/docs/upper': -2", dirs)
+    assert diagnostics._may_be_about("overlayfs: failed to resolve '/usr/share/doc': -2", dirs)
+    assert diagnostics._may_be_about(
+        "overlayfs: fs on '/run/usroverlay/doc/upper' does not support file handles, falling back to index=off", dirs)
+    assert diagnostics._may_be_about("overlayfs: maximum fs stacking depth exceeded", dirs)

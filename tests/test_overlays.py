@@ -259,12 +259,20 @@ def test_failing_mount_is_reported_and_rolled_back(bed: Container) -> None:
         mkdir -p /tmp/m; ! mount -t overlay overlay -o lowerdir=/nonexistent-lower /tmp/m 2>/dev/null
     """ + SOURCE_TREE)
     before = snapshot(bed)
+    # Another shell's failing mounts while this apply runs: their kernel
+    # lines name their own paths, not this overlay's, and are not its reason.
+    bed.sh("mkdir -p /tmp/n; (while :; do mount -t overlay overlay -o lowerdir=/nonexistent-other /tmp/n 2>/dev/null || true; "
+           "sleep 0.005; done) >/dev/null 2>&1 & echo $! > /tmp/other-shell")
+    others_before = bed.sh("dmesg | grep -c nonexistent-other || true").stdout
     result = bed.sdoverlay("apply", "deep", "/srv/src", "/usr/share/doc/dpkg")
+    others_after = bed.sh("dmesg | grep -c nonexistent-other; kill $(cat /tmp/other-shell)").stdout
+    assert int(others_after) - int(others_before) >= 5  # the other shell did log all along
     assert result.returncode == 1, result.stderr
     assert result.stderr.count("\n") == 1, result.stderr
     assert "usr-share-doc-dpkg.mount failed (exit-code): mount: /usr/share/doc/dpkg: wrong fs type" in result.stderr
     assert "overlayfs: maximum fs stacking depth exceeded" in result.stderr
     assert "nonexistent-lower" not in result.stderr
+    assert "nonexistent-other" not in result.stderr
     assert "rollback incomplete" not in result.stderr
     assert snapshot(bed) == before
     assert overlay_units(bed) == []
