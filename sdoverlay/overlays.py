@@ -144,13 +144,6 @@ async def _explain_failed(systemd: Systemd, spec: OverlaySpec, job_result: str, 
     return await _explain(systemd, failed, job_result, since if failed == spec.overlay_unit else since.without_kernel())
 
 
-def _overlay_dirs(spec: OverlaySpec) -> tuple[str, ...]:
-    """Every path SPEC's overlay mount names lies within one of these: its
-    target (the lowest layer), its area (content, and upper and work dirs)
-    or its persistent dir (a persistent overlay's upper and work dirs)."""
-    return spec.target, spec.area, spec.persistent_dir
-
-
 def _busy_detail(spec: OverlaySpec) -> str:
     """Who keeps SPEC's overlay mounted, as '; used by PID (COMMAND), ...', or ''."""
     mount = our_overlay_mount(spec)
@@ -199,7 +192,7 @@ async def apply(systemd: Systemd, spec: OverlaySpec) -> OverlayStatus:
     which fills the area before the overlay is mounted.
     """
     area, content_unit, overlay = units.render(spec)
-    since = diagnostics.log_point(mounting=_overlay_dirs(spec))
+    since = diagnostics.log_point(mounting=spec.layer_roots)
     # If this call is refused (permission, conflict), nothing was created.
     result = await systemd.start_transient_unit(
         overlay.name,
@@ -219,7 +212,7 @@ async def apply(systemd: Systemd, spec: OverlaySpec) -> OverlayStatus:
 async def start_overlay(systemd: Systemd, spec: OverlaySpec) -> str | None:
     """Start SPEC's existing overlay unit (pulling in its area and content
     units) and wait; why it failed, or None."""
-    since = diagnostics.log_point(mounting=_overlay_dirs(spec))
+    since = diagnostics.log_point(mounting=spec.layer_roots)
     result = await systemd.start_unit(spec.overlay_unit)
     if result == "done":
         return None

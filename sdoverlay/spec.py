@@ -167,6 +167,13 @@ class OverlaySpec:
         return [self.area_unit, self.content_unit, self.overlay_unit]
 
     @property
+    def layer_roots(self) -> tuple[str, ...]:
+        """Every path overlay_options names lies within one of these: the
+        target (the lowest layer), the area (content, upper and work dirs)
+        or the persistent dir (a persistent overlay's upper and work dirs)."""
+        return self.target, self.area, self.persistent_dir
+
+    @property
     def overlay_options(self) -> str:
         lower = [*self.content_layers(), self.target]
         options = ["lowerdir=" + ":".join(lower)]

@@ -140,6 +140,20 @@ def test_overlay_options() -> None:
     assert make_spec(source=None).overlay_options.startswith("lowerdir=/usr/share/doc,upperdir=")
 
 
+@pytest.mark.parametrize("overrides", [
+    {}, {"read_only": True}, {"source": None}, {"source": "/tmp/a:/tmp/b"}, {"persistent": True},
+])
+def test_every_layer_of_the_overlay_lies_within_its_layer_roots(overrides) -> None:
+    """layer_roots says which kernel lines can be about this overlay's mount
+    (sdoverlay.diagnostics): it must cover every path the mount names."""
+    spec = make_spec(**overrides)
+    options = dict(option.partition("=")[::2] for option in spec.overlay_options.split(","))
+    layers = [*options["lowerdir"].split(":"), *(options[key] for key in ("upperdir", "workdir") if key in options)]
+    assert len(layers) >= 2
+    for layer in layers:
+        assert any(paths.is_within(layer, root) for root in spec.layer_roots), (layer, spec.layer_roots)
+
+
 def test_mount_kind_units_as_properties() -> None:
     area, content_unit, overlay = units.render(make_spec(source="/tmp/100%"))
     assert area.name == "run-usroverlay-demo.mount"
