@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+from collections.abc import Iterator
 
 import pytest
 
@@ -248,6 +250,20 @@ def test_non_root_cannot_remove_root_overlay(bed: Container) -> None:
     assert snapshot(bed) == before
 
 
+@contextlib.contextmanager
+def another_shell_mounting(bed: Container, mount: str, logged: str) -> Iterator[None]:
+    """Another shell runs MOUNT, a mount the kernel refuses, in a loop while
+    the body runs; it must have logged LOGGED at least 5 times meanwhile,
+    or the body's check proves nothing."""
+    bed.sh(f"(while :; do {mount} 2>/dev/null || true; sleep 0.005; done) >/dev/null 2>&1 & echo $! > /tmp/other-shell")
+    before = int(bed.sh(f"dmesg | grep -c {logged!r} || true").stdout)
+    try:
+        yield
+    finally:
+        after = int(bed.sh(f"dmesg | grep -c {logged!r}; kill $(cat /tmp/other-shell)").stdout)
+    assert after - before >= 5
+
+
 def test_failing_mount_is_reported_and_rolled_back(bed: Container) -> None:
     # Two overlays stacked by hand under the target leave no room for a third
     # layer: the kernel refuses with "maximum fs stacking depth exceeded".
@@ -261,12 +277,10 @@ def test_failing_mount_is_reported_and_rolled_back(bed: Container) -> None:
     before = snapshot(bed)
     # Another shell's failing mounts while this apply runs: their kernel
     # lines name their own paths, not this overlay's, and are not its reason.
-    bed.sh("mkdir -p /tmp/n; (while :; do mount -t overlay overlay -o lowerdir=/nonexistent-other /tmp/n 2>/dev/null || true; "
-           "sleep 0.005; done) >/dev/null 2>&1 & echo $! > /tmp/other-shell")
-    others_before = bed.sh("dmesg | grep -c nonexistent-other || true").stdout
-    result = bed.sdoverlay("apply", "deep", "/srv/src", "/usr/share/doc/dpkg")
-    others_after = bed.sh("dmesg | grep -c nonexistent-other; kill $(cat /tmp/other-shell)").stdout
-    assert int(others_after) - int(others_before) >= 5  # the other shell did log all along
+    bed.sh("mkdir -p /tmp/n")
+    with another_shell_mounting(bed, "mount -t overlay overlay -o lowerdir=/nonexistent-other /tmp/n",
+                                "nonexistent-other"):
+        result = bed.sdoverlay("apply", "deep", "/srv/src", "/usr/share/doc/dpkg")
     assert result.returncode == 1, result.stderr
     assert result.stderr.count("\n") == 1, result.stderr
     assert "usr-share-doc-dpkg.mount failed (exit-code): mount: /usr/share/doc/dpkg: wrong fs type" in result.stderr
@@ -306,14 +320,10 @@ def test_kernel_lines_are_no_reason_for_a_copy_that_fails(bed: Container) -> Non
         mkdir -p /tmp/s0 /tmp/s1/u /tmp/s1/w /tmp/s1/m /tmp/s2/u /tmp/s2/w /tmp/s2/m /tmp/s3/u /tmp/s3/w /tmp/s3/m
         mount -t overlay overlay -o lowerdir=/tmp/s0,upperdir=/tmp/s1/u,workdir=/tmp/s1/w /tmp/s1/m
         mount -t overlay overlay -o lowerdir=/tmp/s1/m,upperdir=/tmp/s2/u,workdir=/tmp/s2/w /tmp/s2/m
-        (while :; do mount -t overlay overlay -o lowerdir=/tmp/s2/m,upperdir=/tmp/s3/u,workdir=/tmp/s3/w /tmp/s3/m \
-            2>/dev/null || true; sleep 0.005; done) >/dev/null 2>&1 &
-        echo $! > /tmp/other-shell
     """)
-    depth_before = bed.sh("dmesg | grep -c 'stacking depth exceeded' || true").stdout
-    result = bed.sdoverlay("apply", "badcopy", "/proc/self/mem", "/usr/share/doc")
-    depth_after = bed.sh("dmesg | grep -c 'stacking depth exceeded'; kill $(cat /tmp/other-shell)").stdout
-    assert int(depth_after) - int(depth_before) >= 5  # the other shell did log all along
+    with another_shell_mounting(bed, "mount -t overlay overlay -o lowerdir=/tmp/s2/m,upperdir=/tmp/s3/u,workdir=/tmp/s3/w "
+                                "/tmp/s3/m", "stacking depth exceeded"):
+        result = bed.sdoverlay("apply", "badcopy", "/proc/self/mem", "/usr/share/doc")
     assert result.returncode == 1, result.stderr
     assert "overlay" not in result.stderr.split("failed (", 1)[-1], result.stderr
     assert re.search(r"Input/output error$", result.stderr), result.stderr
