@@ -67,6 +67,25 @@ def test_a_member_manages_own_overlays_and_a_non_member_cannot(bed: Container) -
     assert [(e["caller_uid"], e["verb"]) for e in refused] == [(BOB, "unlock"), (BOB, "apply")]
 
 
+def test_a_members_failed_mount_is_explained_by_the_kernel_and_rolled_back(bed: Container) -> None:
+    """A user's CLI may not read the kernel log (dmesg_restrict); the service
+    does, and the user's one line carries overlayfs' reason."""
+    bed.sh(USERS + """
+        mkdir -p /tmp/a/u /tmp/a/w /tmp/b/u /tmp/b/w
+        mount -t overlay overlay -o lowerdir=/usr/share,upperdir=/tmp/a/u,workdir=/tmp/a/w /usr/share
+        mount -t overlay overlay -o lowerdir=/usr/share/doc,upperdir=/tmp/b/u,workdir=/tmp/b/w /usr/share/doc
+    """)
+    assert bed.run(["cat", "/proc/sys/kernel/dmesg_restrict"]).stdout.strip() == "1"
+    assert bed.run(["dmesg"], user=ALICE, check=False).returncode != 0
+    before = nothing_of_ours(bed)
+    result = as_user(bed, ALICE, "unlock", "/usr/share/doc/dpkg")
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "usr-share-doc-dpkg.mount failed (exit-code)" in result.stderr
+    assert "overlayfs: maximum fs stacking depth exceeded" in result.stderr
+    assert nothing_of_ours(bed) == before
+
+
 def test_a_member_cannot_touch_another_users_overlay(bed: Container) -> None:
     bed.sh(USERS)
     bed.sdoverlay("unlock", "/usr/share/man", "--name", "roots", check=True)
