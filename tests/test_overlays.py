@@ -17,6 +17,15 @@ echo applied > /srv/src/top.txt
 echo deep > /srv/src/sub/deep.txt
 """
 
+# Two overlays stacked by hand on /usr/share and /usr/share/doc leave no
+# room for a third layer below them: the kernel refuses an overlay on
+# /usr/share/doc/dpkg with "maximum fs stacking depth exceeded".
+NO_ROOM_BELOW_DOC = """
+    mkdir -p /tmp/a/u /tmp/a/w /tmp/b/u /tmp/b/w
+    mount -t overlay overlay -o lowerdir=/usr/share,upperdir=/tmp/a/u,workdir=/tmp/a/w /usr/share
+    mount -t overlay overlay -o lowerdir=/usr/share/doc,upperdir=/tmp/b/u,workdir=/tmp/b/w /usr/share/doc
+"""
+
 
 def overlay_units(bed: Container) -> list[str]:
     """Every unit of ours systemd knows, in any state."""
@@ -265,12 +274,7 @@ def another_shell_mounting(bed: Container, mount: str, logged: str) -> Iterator[
 
 
 def test_failing_mount_is_reported_and_rolled_back(bed: Container) -> None:
-    # Two overlays stacked by hand under the target leave no room for a third
-    # layer: the kernel refuses with "maximum fs stacking depth exceeded".
-    bed.sh("""
-        mkdir -p /tmp/a/u /tmp/a/w /tmp/b/u /tmp/b/w
-        mount -t overlay overlay -o lowerdir=/usr/share,upperdir=/tmp/a/u,workdir=/tmp/a/w /usr/share
-        mount -t overlay overlay -o lowerdir=/usr/share/doc,upperdir=/tmp/b/u,workdir=/tmp/b/w /usr/share/doc
+    bed.sh(NO_ROOM_BELOW_DOC + """
         # A kernel line from just before the apply, which is not its reason.
         mkdir -p /tmp/m; ! mount -t overlay overlay -o lowerdir=/nonexistent-lower /tmp/m 2>/dev/null
     """ + SOURCE_TREE)

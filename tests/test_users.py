@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 
-from tests.test_overlays import area_entries, listed, overlay_mounts, overlay_units
+from tests.test_overlays import NO_ROOM_BELOW_DOC, area_entries, listed, overlay_mounts, overlay_units
 from tests.testbed import REPO, Container
 
 ALICE, BOB = 1000, 1001  # alice is in group sdoverlay, bob is not
@@ -70,11 +70,7 @@ def test_a_member_manages_own_overlays_and_a_non_member_cannot(bed: Container) -
 def test_a_members_failed_mount_is_explained_by_the_kernel_and_rolled_back(bed: Container) -> None:
     """A user's CLI may not read the kernel log (dmesg_restrict); the service
     does, and the user's one line carries overlayfs' reason."""
-    bed.sh(USERS + """
-        mkdir -p /tmp/a/u /tmp/a/w /tmp/b/u /tmp/b/w
-        mount -t overlay overlay -o lowerdir=/usr/share,upperdir=/tmp/a/u,workdir=/tmp/a/w /usr/share
-        mount -t overlay overlay -o lowerdir=/usr/share/doc,upperdir=/tmp/b/u,workdir=/tmp/b/w /usr/share/doc
-    """)
+    bed.sh(USERS + NO_ROOM_BELOW_DOC)
     assert bed.run(["cat", "/proc/sys/kernel/dmesg_restrict"]).stdout.strip() == "1"
     assert bed.run(["dmesg"], user=ALICE, check=False).returncode != 0
     before = nothing_of_ours(bed)
