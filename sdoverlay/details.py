@@ -12,9 +12,9 @@ import os
 import stat
 from typing import Any
 
-from sdoverlay import audit, holders, mountinfo
+from sdoverlay import audit, holders
 from sdoverlay.unitqueries import SystemdQueries
-from sdoverlay.status import OverlayStatus, find, our_overlay_mount
+from sdoverlay.status import OverlayStatus, find
 
 EVENTS_SHOWN = 5
 
@@ -46,8 +46,7 @@ async def details(systemd: SystemdQueries, name: str) -> dict[str, Any]:
     units = await systemd.units_by_name(unit_names)
     content = _tree_usage(spec.content_dir) if spec.source else (0, 0)
     upper = None if spec.read_only else _tree_usage(spec.upper_dir)
-    mount = our_overlay_mount(spec, mountinfo.read())
-    users = holders.holders({mount.mount_id}) if mount is not None else []
+    users = holders.holders({status.overlay_mount_id}) if status.overlay_mount_id is not None else []
     history = audit.read(name)
     return {
         **status.to_json(),

@@ -322,9 +322,9 @@ async def remove(systemd: Systemd, name: str, caller_pid: int = 0) -> Removal:
     # with it only when they exit: then a detached unit keeps the area, and
     # so the overlay, visible until that happens.
     users: list[holders.Holder] = []
-    mount = our_overlay_mount(spec)
-    if mount is not None and (spec.lazy_unmount or spec.kind == "service"):
-        users = [user for user in holders.holders({mount.mount_id}) if user.pid != caller_pid]
+    mount_id = status.overlay_mount_id
+    if mount_id is not None and (spec.lazy_unmount or spec.kind == "service"):
+        users = [user for user in holders.holders({mount_id}) if user.pid != caller_pid]
     if not users:
         problems = await teardown(systemd, spec)
         if problems:
@@ -341,7 +341,7 @@ async def remove(systemd: Systemd, name: str, caller_pid: int = 0) -> Removal:
     if problems:
         await release_hold(systemd, spec)
         raise OperationFailed(f"cannot remove overlay {name!r}: " + "; ".join(problems))
-    detached = units.render_detached(spec, mount.mount_id)  # type: ignore[union-attr]
+    detached = units.render_detached(spec, mount_id)  # type: ignore[arg-type]
     since = diagnostics.log_point()
     result = await systemd.start_transient_unit(detached.name, unitfile.to_properties(detached.text))
     await release_hold(systemd, spec)

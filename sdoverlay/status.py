@@ -40,6 +40,10 @@ class OverlayStatus:
     # systemd's ActiveState of the area and of the overlay unit.
     area_unit_state: str = "inactive"
     overlay_unit_state: str = "inactive"
+    # The mount ID of our overlay's mount on its target (our_overlay_mount),
+    # None where it is not mounted: who uses it (details, remove) without a
+    # second read of the mount table (1.8 ms with 300 overlays, issue 9).
+    overlay_mount_id: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         spec = self.spec
@@ -218,7 +222,8 @@ def _status(spec: OverlaySpec, area_state: str, overlay_state: str, detached_sta
     elif overlay_state == "inactive" and area_state == "active" and detached_state == "active":
         state = "detached"
         problem = f"removed, but processes still use the overlay; {area_used} bytes stay allocated until they exit"
-    return OverlayStatus(spec, state, size_limit, problem, area_used, area_state, overlay_state)
+    return OverlayStatus(spec, state, size_limit, problem, area_used, area_state, overlay_state,
+                         overlay_mount.mount_id if overlay_mount is not None else None)
 
 
 def _health_problem(spec: OverlaySpec, overlay_mount: mountinfo.MountEntry | None) -> str | None:
