@@ -110,11 +110,6 @@ def generate(dropins: Path, out: Path) -> None:
     subprocess.run(["/usr/bin/python3", "-I", "-c", generator_script(dropins), *map(str, dirs)], check=True)
 
 
-def pid1_cpu_ms(bed: Container) -> float:
-    """The CPU time the test bed's PID 1 has run for (/proc/PID/schedstat)."""
-    return int(Path(f"/proc/{bed.pid}/schedstat").read_text().split()[0]) / 1e6
-
-
 # Puts /run/preset-$1 in place of the test bed's /run/systemd/generator.
 _USE_GENERATED = 'G=/run/systemd/generator; rm -rf "$G.next"; cp -a "/run/preset-$1" "$G.next"; rm -rf "$G"; mv "$G.next" "$G"'
 
@@ -141,8 +136,9 @@ def preset_pass_runs(rounds: int) -> tuple[list[float], list[float], int]:
         (generators / "sdoverlay-generator").chmod(0o755)
         write_dropins(dropins, 20)
         generate(dropins, output)
-        ours = sorted(path.name for path in (output / "generator").iterdir())
-        unit_files = sum(1 for path in (output / "generator").iterdir() if not path.is_dir())
+        written = sorted((output / "generator").iterdir())
+        ours = [path.name for path in written]
+        unit_files = sum(1 for path in written if not path.is_dir())
         samples: dict[str, list[float]] = {"plain": [], "ours": []}
         with Container(binds=(f"{generators}:/etc/systemd/system-generators", f"{dropins}:/etc/sdoverlay.d")) as bed:
             # local-fs.target.wants/ holds other generators' links too: only
@@ -155,9 +151,9 @@ def preset_pass_runs(rounds: int) -> tuple[list[float], list[float], int]:
             for round_number in range(rounds):
                 for kind in samples if round_number % 2 == 0 else list(samples)[::-1]:
                     bed.run(["sh", "-ec", _USE_GENERATED, "sh", kind])
-                    before = pid1_cpu_ms(bed)
+                    before = bed.pid1_cpu_ms()
                     bed.run(preset_all)
-                    samples[kind].append(pid1_cpu_ms(bed) - before)
+                    samples[kind].append(bed.pid1_cpu_ms() - before)
         return samples["plain"], samples["ours"], unit_files
 
 

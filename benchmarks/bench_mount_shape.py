@@ -9,8 +9,8 @@ mount each (upper and work dirs on /run itself, no tmpfs of their own).
 In each, interleaved, it mounts one more overlay on PROBE_TARGET with
 systemd's `systemd-mount` in each shape (SHAPES), and reads the wall time and PID
 1's CPU time (/proc/PID/schedstat). Ratios are against the bed without
-overlays, paired round by round. benchmarks/README.md, "One mount per
-overlay instead of two", says why sdoverlay does not make that shape.
+overlays, paired round by round. benchmarks/README.md, in this script's
+section, says why sdoverlay does not make that shape.
 
     sudo .venv/bin/python benchmarks/bench_mount_shape.py [--rounds 11] [--present 300]
 """
@@ -57,20 +57,16 @@ def make_overlays(bed: Container, count: int, own_tmpfs: bool) -> None:
     time.sleep(3)
 
 
-def pid1_cpu_ms(bed: Container) -> float:
-    return int(Path(f"/proc/{bed.pid}/schedstat").read_text().split()[0]) / 1e6
-
-
 def one_more(bed: Container, up: list[str], down: list[str]) -> tuple[float, float]:
     """Wall and PID 1 CPU ms of UP, after a quiet second (systemd's mountinfo
     rate limit); PID 1's CPU is read 0.3 s after, when it has seen the mounts."""
     time.sleep(QUIET)
-    cpu = pid1_cpu_ms(bed)
+    cpu = bed.pid1_cpu_ms()
     start = time.perf_counter()
     bed.run(up)
     wall = (time.perf_counter() - start) * 1000
     time.sleep(0.3)
-    cpu = pid1_cpu_ms(bed) - cpu
+    cpu = bed.pid1_cpu_ms() - cpu
     bed.run(down)
     return wall, cpu
 
@@ -97,13 +93,13 @@ def main() -> None:
     print(f"\none more overlay with systemd-mount, medians of {args.rounds} rounds; ratios paired with 'none'")
     for shape in SHAPES:
         print(f"{shape}:")
-        reference = samples[labels[0], shape]
+        reference_wall = [run[0] for run in samples[labels[0], shape]]
+        reference_cpu = statistics.median(run[1] for run in samples[labels[0], shape])
         for label in labels:
             runs = samples[label, shape]
             wall, cpu = [run[0] for run in runs], [run[1] for run in runs]
             compared = "" if label == labels[0] else (
-                f"  wall {paired([r[0] for r in reference], wall)[0]:.2f}x, "
-                f"PID 1 {statistics.median(cpu) - statistics.median([r[1] for r in reference]):+.1f} ms")
+                f"  wall {paired(reference_wall, wall)[0]:.2f}x, PID 1 {statistics.median(cpu) - reference_cpu:+.1f} ms")
             print(f"  {label:32s} wall {statistics.median(wall):6.1f} ms   PID 1's CPU {statistics.median(cpu):6.1f} ms{compared}")
 
 

@@ -191,6 +191,12 @@ class Container:
                 continue
         return 0
 
+    def pid1_cpu_ms(self) -> float:
+        """The CPU time the container's PID 1 has run for (/proc/PID/schedstat):
+        what systemd itself spends (benchmarks)."""
+        with open(f"/proc/{self.pid}/schedstat") as schedstat:
+            return int(schedstat.read().split()[0]) / 1e6
+
     def log(self) -> str:
         self._log.seek(0)
         return self._log.read().decode(errors="replace")[-4000:]
