@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import os
 import sys
 
 from systemd import journal
 
+from sdoverlay.errors import PermissionDenied
 from sdoverlay.events import MESSAGE_IDS, PRIORITIES
 
 _EVENTS_BY_ID = {message_id: event for event, message_id in MESSAGE_IDS.items()}
@@ -53,6 +55,42 @@ def record(event: Event) -> None:
         )
     except OSError as error:
         print(f"sdoverlay: warning: cannot write the audit entry to the journal: {error}", file=sys.stderr)
+
+
+# Where journald keeps the system journal: persistent, else volatile.
+SYSTEM_JOURNALS = ("/var/log/journal", "/run/log/journal")
+# journald's own tmpfiles.d (systemd.conf) grant these groups read access.
+JOURNAL_GROUPS = "systemd-journal, adm or wheel"
+
+
+def _system_journal_files() -> list[str]:
+    found = []
+    for root in SYSTEM_JOURNALS:
+        try:
+            machines = os.listdir(root)
+        except OSError:
+            continue
+        for machine in machines:
+            try:
+                found += [f"{root}/{machine}/{entry}" for entry in os.listdir(f"{root}/{machine}")
+                          if entry.startswith("system") and entry.endswith(".journal")]
+            except OSError:
+                continue
+    return found
+
+
+def check_readable() -> None:
+    """Refuse to answer "no events" where the events are there, in a system
+    journal this user may not read: the service writes every audit entry,
+    so none of them is in the user's own journal. sd-journal opens what it
+    can and skips the rest without a word."""
+    if os.geteuid() == 0:
+        return
+    files = _system_journal_files()
+    if files and not any(os.access(path, os.R_OK) for path in files):
+        raise PermissionDenied(f"cannot show sdoverlay's events: the system journal is not readable for uid "
+                               f"{os.getuid()}: only root and the groups {JOURNAL_GROUPS} may read it "
+                               "(journalctl says the same)")
 
 
 def read(name: str | None = None) -> list[dict[str, object]]:

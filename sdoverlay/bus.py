@@ -16,6 +16,7 @@ from typing import Any
 
 from sdoverlay.dbusnext import BusType, DBusError, Message, MessageBus, MessageType, asyncio
 from sdoverlay.errors import NotFound, OperationFailed
+from sdoverlay.paths import TRANSIENT_UNITS_DIR
 from sdoverlay.unitqueries import CALL_TIMEOUT, MANAGER, MANAGER_PATH, PROPERTIES, SYSTEMD, SystemdQueries
 
 _JOB_REMOVED_MATCH = (
@@ -44,6 +45,28 @@ async def connect_system_bus(unix_fds: bool = False) -> MessageBus:
                                       CALL_TIMEOUT)
     except (OSError, DBusError, TimeoutError) as error:
         raise OperationFailed(f"cannot connect to the system bus: {error or 'timed out'}") from error
+
+
+# Less free than this in /run and a transient unit's file may not fit: a
+# unit's file takes a page or two of tmpfs, and StartTransientUnit writes
+# one per unit.
+RUN_FULL_BYTES = 64 * 1024
+
+
+def _run_full() -> str | None:
+    """Why systemd could not write a transient unit to /run, if /run is full."""
+    import os
+
+    try:
+        stats = os.statvfs(TRANSIENT_UNITS_DIR if os.path.isdir(TRANSIENT_UNITS_DIR) else "/run")
+    except OSError:
+        return None
+    free = stats.f_bavail * stats.f_frsize
+    if free < RUN_FULL_BYTES:
+        return f"No space left on device in /run ({free} bytes free)"
+    if stats.f_files and stats.f_favail == 0:
+        return "No space left on device in /run (no free inodes)"
+    return None
 
 
 class Systemd(SystemdQueries):
@@ -151,15 +174,24 @@ class Systemd(SystemdQueries):
         """Create and start unit NAME; AUX units are created with it, started
         only as dependencies. UNIX_FDS: the fds that "h" properties index."""
         # Mode "fail": never replace or cancel someone else's job on this unit.
-        return await self._run_job(
-            "StartTransientUnit",
-            "ssa(sv)a(sa(sv))",
-            [name, "fail", properties, [[aux_name, aux_properties] for aux_name, aux_properties in aux]],
-            f"cannot create {name}",
-            name,
-            "active",
-            unix_fds,
-        )
+        try:
+            return await self._run_job(
+                "StartTransientUnit",
+                "ssa(sv)a(sa(sv))",
+                [name, "fail", properties, [[aux_name, aux_properties] for aux_name, aux_properties in aux]],
+                f"cannot create {name}",
+                name,
+                "active",
+                unix_fds,
+            )
+        except NotFound as error:
+            # systemd writes each transient unit's file to /run/systemd/transient
+            # first; when /run is full that fails, and the reply says only that
+            # the unit (the first aux, or NAME) was "not found".
+            full = _run_full()
+            if full is None:
+                raise
+            raise OperationFailed(f"cannot create {name}: {full}") from error
 
     async def kill_unit(self, name: str, signal: int) -> None:
         """Send SIGNAL to every process of unit NAME."""

@@ -353,8 +353,12 @@ def _apply_batch(path: str, no_ask_password: bool, as_json: bool) -> None:
 def unlock(target: str, name: str | None, hotfix: bool, size: str, private: bool, no_ask_password: bool,
            as_json: bool) -> None:
     """Make TARGET (default /usr) writable with an empty overlay; writes go to memory."""
+    # No --name: the service derives it (taking a suffix where a detached
+    # overlay holds the name); the derived name is what the audit trail shows.
+    if name == "":
+        _die(InvalidInput(f"invalid overlay name '': {paths.check_name(name)}"))
     chosen = name if name is not None else paths.default_unlock_name(os.path.realpath(target) if target else "")
-    status = _request("unlock", {"name": chosen, "target": target}, "Unlock", [target, chosen], dict(
+    status = _request("unlock", {"name": chosen, "target": target}, "Unlock", [target, name or ""], dict(
         size=size, hotfix=hotfix, private=private, on_behalf_of=_on_behalf_of()), not no_ask_password)
     _emit(status, as_json, "unlocked")
 
@@ -431,7 +435,8 @@ def status(name: str, as_json: bool) -> None:
         ("Memory", f"{size(found['area_used_bytes'])} of {size(found['size_limit_bytes'])} "
                    f"(content {size(found['content_bytes'])}, written {size(found['written_bytes'])})"),
         ("Changed", "-" if found["changed_paths"] is None else f"{found['changed_paths']} path(s)"),
-        ("Used by", ", ".join(f"{user['pid']} ({user['command']})" for user in found["used_by"]) or "-"),
+        ("Used by", ", ".join(f"{user['pid']} ({user['command']})" + (f" in {user['unit']}" if user["unit"] else "")
+                              for user in found["used_by"]) or "-"),
         ("Drop-in", found["dropin"] or "-"),
     ]
     rows += [("Units" if index == 0 else "", f"{unit['unit']} {unit['active']}")
@@ -609,6 +614,10 @@ def export(name: str, destination: str, image_format: str, version: str | None, 
     """
     from sdoverlay import export as exporting
 
+    try:
+        exporting.check_version(version)
+    except InvalidInput as error:
+        _die(error)
     target, found = _changes(name, force, no_ask_password)
     try:
         outcome = exporting.export(name, target, found, destination, version, ignore_deletions, image_format)
@@ -656,6 +665,10 @@ def log(name: str | None, as_json: bool) -> None:
     """Show the audit history (all overlays, or NAME's) from the journal."""
     from sdoverlay import audit
 
+    try:
+        audit.check_readable()
+    except SdoverlayError as error:
+        _die(error)
     history = audit.read(name)
     if as_json:
         _print_json(history)

@@ -8,7 +8,7 @@ the list AllowedRoots= an empty assignment resets it.
 
     [Overlays]
     AllowedRoots=/usr
-    UserAllowedRoots=/usr/share/doc   # for callers other than root; default: AllowedRoots=
+    UserAllowedRoots=/usr/share/doc   # for callers other than root; default: DEFAULT_USER_ALLOWED_ROOTS
     MaxOverlaysPerOwner=infinity
     MaxBytesPerOwner=infinity
 """
@@ -26,6 +26,15 @@ SECTION = "Overlays"
 
 
 DEFAULT_ALLOWED_ROOTS = ("/usr",)
+# Where callers other than root may put overlays unless configured: trees
+# that people read and no privileged process runs or trusts. Nearly every
+# other part of /usr makes whoever may overlay it root: programs and
+# libraries (/usr/bin, /usr/lib), but also what decides who may do what
+# (/usr/share/polkit-1/rules.d, /usr/share/dbus-1, PAM's modules in
+# /usr/lib/*/security), what systemd starts (/usr/lib/systemd) and every
+# interpreter's modules (/usr/lib/python3). man-db's indexer reads the man
+# pages as user man, never as root.
+DEFAULT_USER_ALLOWED_ROOTS = ("/usr/share/doc", "/usr/share/info", "/usr/share/man")
 
 
 @record  # not a dataclass: see sdoverlay.record
@@ -33,12 +42,12 @@ class Config:
     allowed_roots: tuple[str, ...] = DEFAULT_ALLOWED_ROOTS
     max_overlays_per_owner: int | None = None  # None: no limit
     max_bytes_per_owner: int | None = None
-    # Where callers other than root may put overlays; None: AllowedRoots=.
-    # Each must lie within AllowedRoots= (narrower, never wider).
-    user_allowed_roots: tuple[str, ...] | None = None
+    # Where callers other than root may put overlays. Each must lie within
+    # AllowedRoots= (narrower, never wider).
+    user_allowed_roots: tuple[str, ...] = DEFAULT_USER_ALLOWED_ROOTS
 
     def roots_for(self, caller_uid: int) -> tuple[str, ...]:
-        if caller_uid == 0 or self.user_allowed_roots is None:
+        if caller_uid == 0:
             return self.allowed_roots
         return tuple(root for root in self.user_allowed_roots
                      if any(paths.is_within(root, allowed) for allowed in self.allowed_roots))
@@ -102,4 +111,4 @@ def load() -> Config:
             else:
                 raise InvalidInput(f"invalid configuration {path}: unknown key {key}=")
     return Config(tuple(roots) if roots is not None else DEFAULT_ALLOWED_ROOTS, max_overlays, max_bytes,
-                  tuple(user_roots) if user_roots is not None else None)
+                  tuple(user_roots) if user_roots is not None else DEFAULT_USER_ALLOWED_ROOTS)

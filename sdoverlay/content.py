@@ -63,16 +63,18 @@ def _copy_source(source: str, layer: str, spec: OverlaySpec) -> validate.Scan:
     """SOURCE copied into LAYER, and what the copy holds. Checked on the
     copy, which only root can change, not on SOURCE, which may have changed
     since it was checked. Root's copy reports what it wrote; a user's copy
-    (made with the owner's rights, so that it reads nothing the owner could
-    not) is walked again by root: the user's process is not trusted."""
+    (made with the rights of the user who asked, so that it reads nothing
+    they could not) is walked again by root: the user's process is not
+    trusted."""
+    reader = spec.copied_as_uid
     try:
-        if spec.owner_uid == 0:
+        if reader == 0:
             return snapshot.copy(source, layer, spec.keep_ownership)
         # LAYER is the user's to write, reached from its own working dir:
         # the area above it is root's alone (mode 0700).
-        gid, _groups = credentials(spec.owner_uid)
-        os.chown(layer, spec.owner_uid, gid)
-        as_user(spec.owner_uid, snapshot.copy, source, ".", spec.keep_ownership, cwd=layer)
+        gid, _groups = credentials(reader)
+        os.chown(layer, reader, gid)
+        as_user(reader, snapshot.copy, source, ".", spec.keep_ownership, cwd=layer)
     except snapshot.CopyFailed as error:
         raise OperationFailed(f"cannot copy {source}: {error}") from None
     return validate.scan(layer)

@@ -14,7 +14,7 @@ from typing import Any
 
 from sdoverlay import audit, holders
 from sdoverlay.unitqueries import SystemdQueries
-from sdoverlay.status import OverlayStatus, find
+from sdoverlay.status import OverlayStatus, detached_holders, find, runs_of
 
 EVENTS_SHOWN = 5
 
@@ -46,7 +46,11 @@ async def details(systemd: SystemdQueries, name: str) -> dict[str, Any]:
     units = await systemd.units_by_name(unit_names)
     content = _tree_usage(spec.content_dir) if spec.source else (0, 0)
     upper = None if spec.read_only else _tree_usage(spec.upper_dir)
-    users = holders.holders({status.overlay_mount_id}) if status.overlay_mount_id is not None else []
+    if status.state == "detached":
+        users = await detached_holders(systemd, spec)
+    else:
+        users = holders.holders({status.overlay_mount_id}) if status.overlay_mount_id is not None else []
+    runs = await runs_of(systemd, name) if spec.private else []
     history = audit.read(name)
     return {
         **status.to_json(),
@@ -57,7 +61,8 @@ async def details(systemd: SystemdQueries, name: str) -> dict[str, Any]:
         # copied-up dir counts as one).
         "written_bytes": upper[0] if upper else (0 if spec.read_only else None),
         "changed_paths": upper[1] if upper else (0 if spec.read_only else None),
-        # Those the caller may see: all, for root.
-        "used_by": [{"pid": user.pid, "command": user.command} for user in users],
+        # Those the caller may see: all, for root. A run's command is seen
+        # by its unit (it uses the overlay from a mount namespace of its own).
+        "used_by": [{"pid": user.pid, "command": user.command, "unit": None} for user in users] + runs,
         "events": history[-EVENTS_SHOWN:],
     }

@@ -46,6 +46,19 @@ FORMATS = ("directory", "raw")
 SYSEXT_DEFINITIONS = "/usr/lib/systemd/repart/definitions/sysext.repart.d"
 RAW_SINCE_SYSTEMD = 255
 EXTENSION_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+# os-release(5), VERSION_ID= (and so SYSEXT_VERSION_ID=): "a lower-case
+# string (mostly numeric, no spaces or other characters outside of 0-9, a-z,
+# '.', '_' and '-')". Not '.' or '..', which systemd's version_is_valid()
+# refuses as file names.
+VERSION = re.compile(r"[0-9a-z._-]{1,255}")
+
+
+def check_version(version: str | None) -> None:
+    """--version as os-release(5) allows it: it is written into the
+    extension-release file, where a newline would add a line of its own."""
+    if version is not None and (not VERSION.fullmatch(version) or version in (".", "..")):
+        raise InvalidInput(f"invalid --version {version!r}: use 1-255 characters of 0-9 a-z . _ - "
+                           "(os-release(5), VERSION_ID=)")
 
 
 def check_target(name: str, target: str) -> None:
@@ -96,7 +109,7 @@ def release_text(version: str | None) -> str:
     architecture = ARCHITECTURES.get(os.uname().machine)
     if architecture:
         lines.append(f"ARCHITECTURE={architecture}")
-    if version:
+    if version is not None:
         lines.append(f"SYSEXT_VERSION_ID={version}")
     return "\n".join(lines) + "\n"
 
@@ -202,6 +215,7 @@ def export(name: str, target: str, found: list[Change], destination: str, versio
            ignore_deletions: bool, image_format: str = "directory") -> dict[str, Any]:
     """Write the extension to DESTINATION (which must not exist); on any
     failure nothing of it is left."""
+    check_version(version)
     check_target(name, target)
     extension = extension_name(destination, image_format)
     repart = check_raw_possible() if image_format == "raw" else None

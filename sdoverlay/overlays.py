@@ -34,7 +34,7 @@ from sdoverlay.errors import (
     SdoverlayError,
 )
 from sdoverlay.spec import OverlaySpec
-from sdoverlay.status import OverlayStatus, all_specs, find, our_overlay_mount
+from sdoverlay.status import OverlayStatus, all_specs, detached_holders, detached_names, find, our_overlay_mount
 from sdoverlay.unitqueries import MOUNT, SERVICE
 
 
@@ -52,11 +52,18 @@ async def check_new(systemd: Systemd, spec_name: str, target: str, size: str, ow
     overlay's or would hide other mounts (MOUNTS, the kernel's mount table),
     or that is over its owner's quota."""
     area_unit = paths.mount_unit_name(paths.area_dir(spec_name))
+    detached = await detached_names(systemd)
     if (await systemd.units_by_name([area_unit]))[area_unit].exists:
+        if spec_name in detached:
+            await check_not_detached(systemd, await find(systemd, spec_name),
+                                     "choose another --name, or end those processes to free the name")
         raise Conflict(f"an overlay named {spec_name!r} exists already")
     existing = await all_specs(systemd, mounts)
     for other in existing:
-        if paths.overlaps(target, other.target):
+        # A detached overlay is on no target any more: neither its target
+        # nor what lies under it is taken (after `remove` of an unlocked
+        # /usr its holders often live until the next reboot).
+        if other.name not in detached and paths.overlaps(target, other.target):
             raise Conflict(f"{target} overlaps {other.target}, the target of overlay {other.name!r}")
     hidden = sorted({
         entry.mount_point for entry in mounts
@@ -77,6 +84,17 @@ async def check_new(systemd: Systemd, spec_name: str, target: str, size: str, ow
                 f"uid {owner_uid} would have {used + wanted} bytes of overlays ({used} now, {wanted} asked), "
                 f"over MaxBytesPerOwner={limits.max_bytes_per_owner}"
             )
+
+
+async def check_not_detached(systemd: Systemd, status: OverlayStatus, advice: str) -> None:
+    """Refuse to act on a detached overlay, saying who holds it and ADVICE:
+    there is nothing left of it to act on but the memory its holders pin."""
+    if status.state != "detached":
+        return
+    users = await detached_holders(systemd, status.spec)
+    who = f"still used by {holders.listed(users)}" if users else "its last users are exiting"
+    raise Conflict(f"overlay {status.spec.name!r} is detached from {status.spec.target}: {who}, which keep "
+                   f"{sizes.human_bytes(status.area_used_bytes)} allocated until they exit; {advice}")
 
 
 def check_owner(status: OverlayStatus, caller_uid: int, force: bool, verb: str) -> None:
@@ -315,8 +333,7 @@ async def remove(systemd: Systemd, name: str, caller_pid: int = 0) -> Removal:
     it exits right after this answers."""
     status = await find(systemd, name)
     spec = status.spec
-    if status.state == "detached":
-        raise Conflict(f"overlay {name!r} is removed already; {status.problem}")
+    await check_not_detached(systemd, status, "remove needs a live overlay")
     # An overlay unmounted lazily (the service kind, or one that covers
     # umount itself) goes away even while processes use it, and its memory
     # with it only when they exit: then a detached unit keeps the area, and

@@ -144,6 +144,13 @@ async def forget(systemd: Systemd, spec: OverlaySpec) -> list[str]:
     return []
 
 
+def leftover_files(name: str) -> list[str]:
+    """What forget_name would remove of NAME."""
+    dropin = dropin_path(name) if written_by_sdoverlay(dropin_path(name)) else ""
+    wanted = ((dropin, bool(dropin)), (paths.persistent_dir(name), bool(dropin)), (partial_dir(name), True))
+    return [path for path, want in wanted if want and os.path.lexists(path)]
+
+
 async def forget_name(systemd: Systemd, name: str) -> list[str]:
     """What `remove NAME` clears where no units of NAME are left: a drop-in
     sdoverlay wrote for it, the data that names, a partial copy. Returns

@@ -104,7 +104,8 @@ class Service:
             session = ""
         on_behalf_of = options.get("on_behalf_of")
         return verbs.Caller(uid=uid, pid=pid, session=session,
-                            on_behalf_of=int(on_behalf_of) if on_behalf_of is not None else None)
+                            on_behalf_of=int(on_behalf_of) if on_behalf_of is not None else None,
+                            bus_name=message.sender)
 
     def _authorizer(self, message: Message, caller: verbs.Caller) -> verbs.Authorize:
         interactive = bool(message.flags & MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION)

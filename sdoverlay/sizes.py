@@ -38,12 +38,21 @@ def parse_bytes(value: str) -> int:
     return int(digits) * _FACTORS[suffix]
 
 
-def mem_total_bytes() -> int:
+def _meminfo(key: str) -> int:
     with open("/proc/meminfo", encoding="ascii") as file:
         for line in file:
-            if line.startswith("MemTotal:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) * 1024
-    raise OSError("no MemTotal in /proc/meminfo")
+    raise OSError(f"no {key} in /proc/meminfo")
+
+
+def mem_total_bytes() -> int:
+    return _meminfo("MemTotal")
+
+
+def memory_and_swap_bytes() -> int:
+    """The most a tmpfs can ever hold on this machine: its memory and swap."""
+    return _meminfo("MemTotal") + _meminfo("SwapTotal")
 
 
 def tmpfs_size_bytes(spec: str) -> int:

@@ -81,6 +81,15 @@ class OverlaySpec:
     # Private: writable only for `sdoverlay run NAME -- COMMAND`; mounted
     # read-only for every other process (sdoverlay.private).
     private: bool = False
+    # Whose rights SOURCE is read and copied with: the process that asked,
+    # which is root under sudo even though SUDO_UID names the owner. None:
+    # the owner's (the overlay came from a drop-in, or from a package that
+    # did not record it).
+    reader_uid: int | None = None
+
+    @property
+    def copied_as_uid(self) -> int:
+        return self.owner_uid if self.reader_uid is None else self.reader_uid
 
     @property
     def in_burst(self) -> bool:
@@ -211,6 +220,7 @@ class OverlaySpec:
             "persistent": _yes_no(self.persistent),
             "dropin": self.dropin,
             "private": _yes_no(self.private),
+            "reader-uid": "" if self.reader_uid is None else str(self.reader_uid),
         }
 
     @property
@@ -235,6 +245,12 @@ def detached_unit_name(name: str) -> str:
     """The unit that keeps overlay NAME's area while the overlay, removed
     and detached lazily, is still in use (sdoverlay.units)."""
     return f"usroverlay-{name}-detached.service"
+
+
+def run_unit_prefix(name: str) -> str:
+    """What the transient units of `sdoverlay run NAME` are called, up to
+    the pid of the caller's process: sdoverlay-run-NAME-PID.service."""
+    return f"sdoverlay-run-{name}-"
 
 
 def metadata_in_log_fields(fields: list[str]) -> str | None:
@@ -288,6 +304,7 @@ def spec_from_metadata(found: dict[str, str]) -> OverlaySpec | None:
             persistent=found.get("persistent") == "yes",
             dropin=found.get("dropin", ""),
             private=found.get("private") == "yes",
+            reader_uid=int(found["reader-uid"]) if found.get("reader-uid") else None,
         )
     except (KeyError, ValueError):
         return None

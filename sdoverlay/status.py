@@ -17,7 +17,7 @@ from sdoverlay import spec as spec_module
 from sdoverlay.errors import NotFound
 from sdoverlay.record import record
 from sdoverlay.spec import OverlaySpec
-from sdoverlay.unitqueries import MOUNT, SERVICE, SystemdQueries, UnitState
+from sdoverlay.unitqueries import MOUNT, SERVICE, UNIT, SystemdQueries, UnitState
 
 TYPE_CHECKING = False  # typing is not imported at run time (sdoverlay.record)
 if TYPE_CHECKING:
@@ -321,6 +321,55 @@ def _generated_area_units() -> list[str]:
 
 # Every ActiveState but "active" (ListUnitsByPatterns' filter).
 NOT_ACTIVE = ["inactive", "failed", "activating", "deactivating", "reloading", "maintenance"]
+
+
+DETACHED_UNIT_PATTERN = spec_module.detached_unit_name("*")
+_DETACHED_PREFIX, _DETACHED_SUFFIX = DETACHED_UNIT_PATTERN.split("*")
+
+
+async def detached_names(systemd: SystemdQueries) -> set[str]:
+    """The names of the overlays that are detached now: removed from their
+    targets, their memory held by processes (their detached units run)."""
+    units = await systemd.list_units([DETACHED_UNIT_PATTERN], states=["active", "activating"])
+    return {unit[len(_DETACHED_PREFIX):-len(_DETACHED_SUFFIX)] for unit in units}
+
+
+async def detached_holders(systemd: SystemdQueries, spec: OverlaySpec) -> list[Any]:
+    """The processes that hold SPEC's detached overlay (holders.Holder):
+    its mount has no path any more, only the mount ID its detached unit
+    waits on (the last argument but one of its ExecStart=)."""
+    from sdoverlay import holders  # not for `list`
+
+    path = await systemd.unit_path(spec.detached_unit)
+    if path is None:
+        return []
+    commands = await systemd.unit_property(path, SERVICE, "ExecStart")
+    argv = commands[0][1] if commands else []
+    if len(argv) < 2 or not str(argv[-2]).isdigit():
+        return []
+    return holders.holders({int(argv[-2])})
+
+
+async def runs_of(systemd: SystemdQueries, name: str) -> list[dict[str, Any]]:
+    """The `sdoverlay run`s in private overlay NAME whose commands still
+    run: each one's unit, main pid and command (from its Description).
+    They write to the overlay from mount namespaces of their own, where no
+    mount ID of ours shows them: their units do."""
+    prefix = spec_module.run_unit_prefix(name)
+    found = []
+    for unit, state in sorted((await systemd.list_units([f"{prefix}*.service"])).items()):
+        if not unit[len(prefix):-len(".service")].isdigit():
+            continue  # another overlay's, whose name begins with NAME-
+        if state.active not in ("active", "activating", "deactivating") or state.sub == "exited":
+            continue  # COMMAND has exited; its unit waits for the service to read its status
+        path = await systemd.unit_path(unit)
+        if path is None:
+            continue
+        pid = await systemd.unit_property(path, SERVICE, "MainPID")
+        description = str(await systemd.unit_property(path, UNIT, "Description"))
+        found.append({"pid": int(pid), "command": "sdoverlay run: " + description.partition(": ")[2],
+                      "unit": unit})
+    return found
 
 
 def our_overlay_mount(spec: OverlaySpec, mounts: list[mountinfo.MountEntry] | None = None) -> mountinfo.MountEntry | None:

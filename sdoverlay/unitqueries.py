@@ -159,6 +159,11 @@ class SystemdQueries:
             retry=member in _SAFE_TO_REPEAT,
         )
 
+    async def name_has_owner(self, name: str) -> bool:
+        """Is NAME (a caller's unique name) still on the bus?"""
+        (owned,) = await self._call_bus("NameHasOwner", "s", [name])
+        return bool(owned)
+
     async def load_state(self, name: str) -> str:
         """LoadState of unit NAME, loading it if need be ("not-found" when there is no such unit)."""
         (path,) = await self._call_manager("LoadUnit", "s", [name], f"cannot load {name}")

@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import stat
 
-from sdoverlay import paths
-from sdoverlay.errors import InvalidInput, NotFound
+from sdoverlay import paths, sizes
+from sdoverlay.errors import InvalidInput, NotFound, PermissionDenied
 from sdoverlay.sizes import PAGE, is_tmpfs_size
 
 PATH_MAX = 4096  # including the terminating NUL
@@ -32,11 +32,23 @@ def name(value: str) -> str:
 
 
 def size(value: str) -> str:
-    """A tmpfs size= value sdoverlay passes on: bytes with k/M/G, or a percentage."""
+    """A tmpfs size= value sdoverlay passes on: bytes with k/M/G, or a
+    percentage; no more than the machine's memory and swap.
+
+    tmpfs parses size= with memparse() into 64 bits (mm/shmem.c,
+    shmem_parse_one): 2^64 wraps to 0, which tmpfs takes as no limit at all,
+    and larger values to their remainder. Nothing above memory and swap can
+    ever be held, so such a size is a mistake or an attempt to get past the
+    cap, and both are refused before the value reaches a mount."""
     if not is_tmpfs_size(value):
         raise InvalidInput(
             f"invalid size {value!r}: use a number with an optional k, M or G suffix, or a percentage of RAM"
         )
+    if not value.endswith("%"):  # 1-100% of RAM always fits
+        most = sizes.memory_and_swap_bytes()
+        if sizes.tmpfs_size_bytes(value) > most:
+            raise InvalidInput(f"invalid size {value!r}: more than this machine's memory and swap "
+                               f"({sizes.human_bytes(most)})")
     return value
 
 
@@ -86,18 +98,27 @@ def target(raw: str, allowed_roots: tuple[str, ...]) -> str:
 
 
 def source(raw: str) -> str:
-    """The canonical SOURCE: it exists, resolves, and can be read."""
+    """The canonical SOURCE: it exists, resolves, and can be read by this
+    process (the service checks it as the user who asked: content.as_user)."""
     absolute_path_text(raw, "source")
-    if not os.path.lexists(raw):
-        raise NotFound(f"source {raw} does not exist")
+    try:
+        os.lstat(raw)
+    except PermissionError:
+        # A dir on the way may not be searched: SOURCE may well exist, and
+        # "does not exist" would send the user looking for the wrong cause.
+        raise PermissionDenied(f"source {raw} is not readable by uid {os.getuid()}") from None
+    except OSError:
+        raise NotFound(f"source {raw} does not exist") from None
     try:
         os.stat(raw)
+    except PermissionError:
+        raise PermissionDenied(f"source {raw} is not readable by uid {os.getuid()}") from None
     except OSError as error:
         raise InvalidInput(f"source {raw} cannot be resolved: {error.strerror}") from error
     resolved = os.path.realpath(raw)
     needed = os.R_OK | (os.X_OK if os.path.isdir(resolved) else 0)
     if not os.access(resolved, needed):
-        raise InvalidInput(f"source {raw} is not readable")
+        raise PermissionDenied(f"source {raw} is not readable by uid {os.getuid()}")
     return resolved
 
 

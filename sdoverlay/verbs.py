@@ -36,6 +36,7 @@ from sdoverlay import (
 from sdoverlay.bus import Systemd
 from sdoverlay.dbusnext import Variant
 from sdoverlay.errors import (
+    Conflict,
     ExitCode,
     InvalidInput,
     LimitExceeded,
@@ -44,11 +45,15 @@ from sdoverlay.errors import (
     as_sdoverlay_error,
 )
 from sdoverlay.sizes import DEFAULT_SIZE
-from sdoverlay.spec import SOURCE_SEPARATOR, OverlaySpec
-from sdoverlay.status import OverlayStatus
+from sdoverlay.spec import SOURCE_SEPARATOR, OverlaySpec, run_unit_prefix
+from sdoverlay import status as status_module
+from sdoverlay.status import OverlayStatus, runs_of
 
 # The polkit actions (systemd/org.sdoverlay.policy).
 ACTION_CREATE = "org.sdoverlay.create"
+# A non-root caller's overlay outside UserAllowedRoots=: where it makes them
+# root (sdoverlay.config), so polkit asks for an administrator by default.
+ACTION_CREATE_OUTSIDE_USER_ROOTS = "org.sdoverlay.create-outside-user-roots"
 ACTION_CREATE_PERSISTENT = "org.sdoverlay.create-persistent"
 ACTION_MANAGE_OTHERS = "org.sdoverlay.manage-others"
 ACTION_ALLOW_SETUID = "org.sdoverlay.allow-setuid"
@@ -68,6 +73,8 @@ class Caller:
     # Whom a root caller acts for (SUDO_UID/PKEXEC_UID, passed on by the
     # CLI); honoured only when the caller is root.
     on_behalf_of: int | None = None
+    # The caller's unique name on the bus: gone when its process is.
+    bus_name: str = ""
 
     @property
     def owner_uid(self) -> int:
@@ -109,12 +116,13 @@ def _check_source(caller: Caller, source: str, size: str, allow_setuid: bool, al
     """SOURCE (each of several, joined by SOURCE_SEPARATOR) as the caller
     sees it: resolved, readable and scanned with the caller's rights (a
     root-only file in the caller's dir is refused, though the service could
-    read it); the copy is made with them too (populate). Together they must
-    fit in SIZE."""
+    read it); the copy is made with them too (populate). The caller is the
+    process the bus names: root under sudo, whom SUDO_UID makes no less
+    root (it names the owner only). Together they must fit in SIZE."""
     sources = source.split(SOURCE_SEPARATOR)
     resolved, needed = [], 0
     for each in sources:
-        path, found = content.as_user(caller.owner_uid, _resolve_and_scan, each)
+        path, found = content.as_user(caller.uid, _resolve_and_scan, each)
         validate.content(found, f"source {each}", allow_setuid, allow_world_writable)
         resolved.append(path)
         needed += found.bytes_needed
@@ -147,6 +155,9 @@ class CreateRequest:
     keep_ownership: bool
     private: bool
     limits: config.Config
+    # NAME was derived from TARGET (unlock without --name): one that a
+    # detached overlay still holds is taken with a suffix.
+    derived_name: bool = False
 
 
 async def _checked_request(caller: Caller, authorize: Authorize, verb: str, name: str, target: str,
@@ -161,22 +172,34 @@ async def _checked_request(caller: Caller, authorize: Authorize, verb: str, name
     if private and read_only:
         raise InvalidInput("--private and --read-only exclude each other: a private overlay is writable for "
                            "'sdoverlay run' and read-only for everyone else")
-    validate.name(name)
+    derived_name = verb == "unlock" and name == ""
+    if not derived_name:
+        validate.name(name)
     validate.size(size)
     limits = config.load()
-    resolved_target = validate.target(target, limits.roots_for(caller.uid))
+    resolved_target = validate.target(target, limits.allowed_roots)
+    if derived_name:
+        name = paths.default_unlock_name(resolved_target)
     details = {"name": name, "target": resolved_target, "source": source or ""}
-    await authorize(ACTION_CREATE_PERSISTENT if hotfix else ACTION_CREATE, details)
+    outside = not any(paths.is_within(resolved_target, root) for root in limits.roots_for(caller.uid))
+    # One action where one says it all, so that one password answers it.
+    await authorize(ACTION_CREATE_PERSISTENT if hotfix else ACTION_CREATE_OUTSIDE_USER_ROOTS if outside
+                    else ACTION_CREATE, details)
+    if hotfix and outside:
+        await authorize(ACTION_CREATE_OUTSIDE_USER_ROOTS, details)
     if allow_setuid:
         await authorize(ACTION_ALLOW_SETUID, details)
     return CreateRequest(verb=verb, name=name, target=resolved_target, source=source,
                          read_only=read_only, size=size, hotfix=hotfix, private=private,
                          allow_setuid=allow_setuid, allow_world_writable=bool(options.get("allow_world_writable", False)),
-                         keep_ownership=bool(options.get("keep_ownership", False)), limits=limits)
+                         keep_ownership=bool(options.get("keep_ownership", False)), limits=limits,
+                         derived_name=derived_name)
 
 
 async def _create_locked(systemd: Systemd, caller: Caller, request: CreateRequest) -> OverlayStatus:
     """The rest of the checks and the overlay itself; the lock is held."""
+    if request.derived_name:
+        request = dataclasses.replace(request, name=await _free_derived_name(systemd, request.name))
     resolved_source = None
     if request.source is not None:
         resolved_source = _check_source(caller, request.source, request.size, request.allow_setuid,
@@ -192,9 +215,23 @@ async def _create_locked(systemd: Systemd, caller: Caller, request: CreateReques
         keep_ownership=request.keep_ownership, allow_setuid=request.allow_setuid,
         allow_world_writable=request.allow_world_writable,
         persistent=request.hotfix, dropin=persistence.dropin_path(request.name) if request.hotfix else "",
-        private=request.private, **(await overlays.mount_plan(systemd, request.target, mounts, request.private)),
+        private=request.private, reader_uid=caller.uid if caller.uid != caller.owner_uid else None,
+        **(await overlays.mount_plan(systemd, request.target, mounts, request.private)),
     )
     return await (persistence.hotfix(systemd, spec) if request.hotfix else overlays.apply(systemd, spec))
+
+
+async def _free_derived_name(systemd: Systemd, name: str) -> str:
+    """NAME, or NAME-2, NAME-3, ... past those that detached overlays hold:
+    a detached overlay keeps its area, and so its name, until its last
+    holder exits, often the next reboot after an unlock of /usr."""
+    detached = await status_module.detached_names(systemd)
+    chosen, number = name, 1
+    while chosen in detached:
+        number += 1
+        suffix = f"-{number}"
+        chosen = name[:paths.NAME_MAX - len(suffix)] + suffix
+    return chosen
 
 
 async def create(systemd: Systemd, caller: Caller, authorize: Authorize, verb: str, name: str, target: str,
@@ -256,15 +293,31 @@ async def _owned(systemd: Systemd, caller: Caller, authorize: Authorize, name: s
     if status.spec.owner_uid != caller.uid and caller.uid != 0:
         await authorize(ACTION_MANAGE_OTHERS, {"name": name, "target": status.spec.target,
                                                "owner_uid": str(status.spec.owner_uid)})
+    await overlays.check_not_detached(
+        systemd, status, f"{verb} needs a live overlay, and {status.spec.target} is free for a new one")
     return status
+
+
+async def _check_no_runs(systemd: Systemd, spec: OverlaySpec, verb: str) -> None:
+    """A run's command writes to the private overlay from a namespace of
+    its own: a holder like any other, which remove or reset would leave
+    writing into an overlay that is gone or emptied."""
+    if not spec.private:
+        return
+    runs = await runs_of(systemd, spec.name)
+    if runs:
+        held = ", ".join(f"{run['unit']} ({run['command'][:80]})" for run in runs)
+        raise Conflict(f"overlay {spec.name!r} is in use by {held}; wait for it to end, or stop it "
+                       f"(systemctl stop {runs[0]['unit']}), then {verb} it")
 
 
 async def reset(systemd: Systemd, caller: Caller, authorize: Authorize, name: str, force: bool) -> dict[str, Any]:
     async def run() -> tuple[dict[str, Any], list[audit.Event]]:
         # Owner and polkit first, outside the lock: a password prompt must
         # not hold every other request up. The owner of a name never changes.
-        await _owned(systemd, caller, authorize, name, force, "reset")
+        owned = await _owned(systemd, caller, authorize, name, force, "reset")
         async with lock.held_async():
+            await _check_no_runs(systemd, owned.spec, "reset")
             status = await overlays.reset(systemd, name)
         return status.to_json(), [_spec_event(caller, "reset", "reset", status.spec)]
 
@@ -289,8 +342,13 @@ async def remove(systemd: Systemd, caller: Caller, authorize: Authorize, name: s
     async def run() -> tuple[dict[str, Any], list[audit.Event]]:
         # Owner and polkit first, outside the lock (see reset).
         try:
-            await _owned(systemd, caller, authorize, name, force, "remove")
+            owned = await _owned(systemd, caller, authorize, name, force, "remove")
         except NotFound:
+            # Only leftovers of NAME need the action: a name of nothing at
+            # all is "not found" for everyone.
+            async with lock.held_async():
+                if not await _leftovers(systemd, name):
+                    raise
             if caller.uid != 0:
                 await authorize(ACTION_COLLECT, {"name": name})
             async with lock.held_async():
@@ -302,6 +360,7 @@ async def remove(systemd: Systemd, caller: Caller, authorize: Authorize, name: s
             return outcome, [_event(caller, "collected", "remove", f"removed leftover {what}", name)
                              for what in leftovers]
         async with lock.held_async():
+            await _check_no_runs(systemd, owned.spec, "remove")
             removal = await overlays.remove(systemd, name, caller.pid)
             problems = await persistence.forget(systemd, removal.spec)
         if problems:
@@ -340,12 +399,20 @@ async def diff(systemd: Systemd, caller: Caller, authorize: Authorize, name: str
     return {"name": name, "target": status.spec.target, "changes": json.loads(output)}
 
 
+def _printable(text: str) -> str:
+    """TEXT with its control characters escaped (a newline as \\n): systemd
+    252 writes a transient unit's Description= into its unit file as it is,
+    so a newline in a run's COMMAND would add lines of the caller's choosing
+    (a [Service] ExecStopPost= that runs as root) at the next daemon-reload."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
 RUN_POLL = 0.2  # how often a run's unit is looked at; the command's own time dominates
 
 
 def run_unit_name(name: str, caller: Caller) -> str:
     """The transient unit of `sdoverlay run NAME` by CALLER's process: one at a time per process."""
-    return f"sdoverlay-run-{name}-{caller.pid}.service"
+    return f"{run_unit_prefix(name)}{caller.pid}.service"
 
 
 async def run(systemd: Systemd, caller: Caller, authorize: Authorize, name: str, argv: list[str], cwd: str,
@@ -369,17 +436,18 @@ async def run(systemd: Systemd, caller: Caller, authorize: Authorize, name: str,
             raise InvalidInput(f"overlay {name!r} is not private (--private): every process may write to it already")
         if status.state != "active":
             raise OperationFailed(f"overlay {name!r} is {status.state}, not active")
-        gid, groups = content.credentials(caller.owner_uid)
+        # As the process that asked: root under sudo (SUDO_UID names the owner only).
+        gid, groups = content.credentials(caller.uid)
         os.makedirs(paths.RUN_REQUESTS_DIR, mode=0o700, exist_ok=True)
         request_file = f"{paths.RUN_REQUESTS_DIR}/{unit}.json"
         descriptor = os.open(request_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            json.dump({"target": spec.target, "uid": caller.owner_uid, "gid": gid, "groups": groups, "cwd": cwd,
+            json.dump({"target": spec.target, "uid": caller.uid, "gid": gid, "groups": groups, "cwd": cwd,
                        "environment": dict(entry.split("=", 1) for entry in environment if "=" in entry),
                        "argv": argv}, file)
         python = sys.executable
         properties = [
-            ["Description", Variant("s", f"sdoverlay run in overlay {name}: {' '.join(argv)[:200]}")],
+            ["Description", Variant("s", f"sdoverlay run in overlay {name}: {_printable(' '.join(argv))[:200]}")],
             ["Type", Variant("s", "exec")],
             # Kept after COMMAND exits, so that its exit status can be read.
             ["RemainAfterExit", Variant("b", True)],
@@ -400,16 +468,28 @@ async def run(systemd: Systemd, caller: Caller, authorize: Authorize, name: str,
         return {"name": name, "unit": unit}, [_spec_event(caller, "run", "run", spec, " ".join(argv)[:500])]
 
     outcome = await audited(caller, "run", {"name": name}, started)
-    return {**outcome, **await _wait_for_run(systemd, unit)}
+    return {**outcome, **await _wait_for_run(systemd, unit, caller, name)}
 
 
-async def _wait_for_run(systemd: Systemd, unit: str) -> dict[str, Any]:
-    """Wait for the run's COMMAND to exit; its exit status (or signal); the unit gone."""
+async def _wait_for_run(systemd: Systemd, unit: str, caller: Caller, name: str) -> dict[str, Any]:
+    """Wait for the run's COMMAND to exit; its exit status (or signal); the unit gone.
+
+    The run is the caller's for as long as the caller is there, as
+    `systemd-run --pipe` ties a unit to its client: when the caller's bus
+    connection goes (the CLI killed, kill -9 included), the unit is
+    stopped, and the audit trail says so. Nobody would see its output or
+    its exit status, and it would go on writing to the overlay unseen."""
     from sdoverlay.unitqueries import SERVICE
 
     while True:
         state = (await systemd.units_by_name([unit]))[unit]
         if state.active == "failed" or state.sub == "exited" or not state.exists:
+            break
+        if caller.bus_name and not await systemd.name_has_owner(caller.bus_name):
+            await systemd.stop_unit(unit)
+            audit.record(_event(caller, "stopped", "run", "the caller's bus connection closed: its run was stopped",
+                                name))
+            state = (await systemd.units_by_name([unit]))[unit]
             break
         await systemd.pause(RUN_POLL)
     path = await systemd.unit_path(unit)
@@ -436,6 +516,12 @@ async def signal_run(systemd: Systemd, caller: Caller, name: str, signal: int) -
         raise NotFound(f"no run of overlay {name!r} by process {caller.pid}")
     await systemd.kill_unit(unit, signal)
     return {"name": name, "unit": unit, "signal": signal}
+
+
+async def _leftovers(systemd: Systemd, name: str) -> list[str]:
+    """What _remove_leftovers would remove of NAME."""
+    found = await collect.find(systemd, only_name=name, include_state=False)
+    return [finding.what for finding in found if finding.removable] + persistence.leftover_files(name)
 
 
 async def _remove_leftovers(systemd: Systemd, name: str) -> list[str]:

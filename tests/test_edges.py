@@ -7,9 +7,13 @@ line with its exit code and leaves nothing behind."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from tests.conftest import require_test_bed
+from tests.image import image
 from tests.test_boot import INSTALL_GENERATOR
 from tests.test_overlays import listed
 from tests.test_private import run_units
@@ -18,6 +22,25 @@ from tests.test_users import ALICE, BOB, USERS, as_user, nothing_of_ours
 from tests.testbed import Container
 
 DOC = "/usr/share/doc"
+
+
+@pytest.fixture(params=["systemd-252", "systemd-257"])
+def bed(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Container]:
+    """Each edge on both test beds: this machine's Debian 12 (systemd 252)
+    and the Debian 13 image with sdoverlay installed in it (systemd 257),
+    whose systemd, polkit and journal answer in their own words."""
+    require_test_bed()
+    root = "/" if request.param == "systemd-252" else str(image(tmp_path))
+    with Container(root=root) as container:
+        version = container.run(["systemctl", "--version"]).stdout.split()[1]
+        assert version == request.param.split("-")[1], version
+        yield container
+
+
+def install_generator(bed: Container) -> None:
+    """The generator, where the bed's /usr lacks it (the image has it installed)."""
+    if bed.root == "/":
+        bed.sh(INSTALL_GENERATOR)
 
 
 def refused(result, code: int, text: str) -> None:
@@ -47,7 +70,8 @@ def test_a_size_tmpfs_cannot_hold_or_the_machine_does_not_have_is_refused_everyw
         assert called.returncode != 0 and f"invalid size '{size}'" in called.stderr, called.stderr
     assert nothing_of_ours(bed) == before
     # A drop-in at boot: the generator skips it and says why.
-    bed.sh(INSTALL_GENERATOR + f"mkdir -p /etc/sdoverlay.d && printf '[Overlay]\\nTarget={DOC}\\n"
+    install_generator(bed)
+    bed.sh(f"mkdir -p /etc/sdoverlay.d && printf '[Overlay]\\nTarget={DOC}\\n"
            "Size=18446744073709551616\\n' > /etc/sdoverlay.d/big.conf")
     bed.run(["systemctl", "daemon-reload"])
     assert listed(bed) == {}
@@ -70,6 +94,21 @@ def test_export_refuses_a_version_os_release_would_not_take(bed: Container, vers
     bed.sdoverlay("export", "usr-share-doc", "/tmp/v2", "--version", "1.2_rc-3", check=True)
     release = bed.run(["cat", "/tmp/v2/usr/lib/extension-release.d/extension-release.v2"]).stdout
     assert "SYSEXT_VERSION_ID=1.2_rc-3\n" in release
+
+
+def test_a_run_cannot_write_lines_into_its_unit_file(bed: Container) -> None:
+    """A member's COMMAND is in the run unit's Description=: a newline in it
+    must not become a [Service] line that root runs at the next reload."""
+    bed.sh(USERS)
+    assert as_user(bed, ALICE, "unlock", "/usr/share/man", "--private", "--name", "m").returncode == 0
+    injected = "x\n[Service]\nExecStopPost=/bin/touch /tmp/pwned"
+    line = (f"setpriv --reuid={ALICE} --regid={ALICE} --init-groups {bed.sdoverlay_path} run m -- sh -c 'sleep 3'"
+            f" '{injected}' & sleep 1.5; systemctl daemon-reload; systemctl show -P Description 'sdoverlay-run-m-*';"
+            " wait")
+    shown = bed.run(["sh", "-c", line])
+    assert shown.stdout == "sdoverlay run in overlay m: sh -c sleep 3 x\\n[Service]\\nExecStopPost=/bin/touch /tmp/pwned\n"
+    assert bed.run(["test", "-e", "/tmp/pwned"], check=False).returncode == 1
+    assert as_user(bed, ALICE, "remove", "m").returncode == 0
 
 
 # Detached overlays ----------------------------------------------------------
@@ -99,7 +138,7 @@ def test_a_detached_overlay_blocks_neither_its_target_nor_its_name_and_every_ver
     bed.sh("echo fresh > /usr/share/fresh.txt")
     assert bed.sdoverlay("reset", "usr-2").returncode == 0
     assert bed.sdoverlay("remove", "usr-2").returncode == 0
-    bed.run(["kill", str(pid)])
+    bed.sh(f"kill {pid}")
     bed.sh("for i in $(seq 100); do [ -z \"$(ls -A /run/usroverlay)\" ] && exit 0; sleep 0.1; done; exit 1")
     nothing_left(bed)
 
@@ -170,7 +209,7 @@ def test_log_says_when_the_journal_is_not_readable_for_the_user(bed: Container) 
     assert json.loads(bed.sdoverlay("log", "--json", check=True).stdout) != []
     refused(as_user(bed, BOB, "log"), 5, "the system journal is not readable for uid 1001")
     assert "systemd-journal" in as_user(bed, BOB, "log").stderr
-    bed.sh("echo 'systemd-journal:x:101:bob' >> /etc/group")
+    bed.sh("sed -i 's/^systemd-journal:x:[0-9]*:$/&bob/' /etc/group && grep -q '^systemd-journal:.*:bob$' /etc/group")
     shown = as_user(bed, BOB, "log", "--json")
     assert shown.returncode == 0 and json.loads(shown.stdout) != [], shown.stderr
 
@@ -201,7 +240,7 @@ def test_members_may_not_overlay_what_makes_them_root_by_default(bed: Container)
     bed.sh(USERS)
     before = nothing_of_ours(bed)
     for target in ROOT_EQUIVALENT:
-        refused(as_user(bed, ALICE, "unlock", target), 2, "is not at or under an allowed root")
+        refused(as_user(bed, ALICE, "unlock", target), 5, "polkit action org.sdoverlay.create-outside-user-roots")
     assert nothing_of_ours(bed) == before
     for target in ("/usr/share/doc", "/usr/share/man", "/usr/share/info"):
         assert as_user(bed, ALICE, "unlock", target).returncode == 0

@@ -120,6 +120,46 @@ def test_sizes_refused(size: str) -> None:
     assert not sizes.is_tmpfs_size(size)
 
 
+@pytest.mark.parametrize("size", ["18446744073709551616", "18446744073709555000", "99999999999999999999999",
+                                  "17179869184G"])
+def test_sizes_that_would_wrap_in_tmpfs_are_refused(size: str) -> None:
+    assert sizes.is_tmpfs_size(size)  # tmpfs' syntax, but no machine has that much
+    with pytest.raises(InvalidInput, match="more than this machine's memory and swap"):
+        validate.size(size)
+
+
+def test_a_size_up_to_memory_and_swap_is_taken(monkeypatch) -> None:
+    monkeypatch.setattr(sizes, "memory_and_swap_bytes", lambda: 4 * 1024**3)
+    assert validate.size("4G") == "4G" and validate.size("100%") == "100%"
+    with pytest.raises(InvalidInput):
+        validate.size("4194305k")
+
+
+@pytest.mark.parametrize("version", ["1", "1.2.3", "2026.12_rc-1", "a" * 255])
+def test_export_versions_os_release_allows(version: str) -> None:
+    from sdoverlay import export
+
+    export.check_version(version)
+    assert export.release_text(version).endswith(f"SYSEXT_VERSION_ID={version}\n")
+
+
+@pytest.mark.parametrize("version", ["", "1\nID=evil", "../x", "1.0 beta", "1/2", "UPPER", ".", "..", "a" * 256,
+                                     "1\x00"])
+def test_export_versions_refused(version: str) -> None:
+    from sdoverlay import export
+
+    with pytest.raises(InvalidInput, match="invalid --version"):
+        export.check_version(version)
+
+
+def test_the_reader_of_source_round_trips_and_defaults_to_the_owner() -> None:
+    sudo = make_spec(owner_uid=1000, reader_uid=0)
+    assert spec_from_metadata(parse_metadata(sudo.metadata_options)) == sudo and sudo.copied_as_uid == 0
+    older = parse_metadata(make_spec().metadata_options)
+    del older["reader-uid"]  # an overlay made before the field existed
+    assert spec_from_metadata(older).copied_as_uid == 1000
+
+
 def test_metadata_round_trip_with_awkward_source() -> None:
     spec = make_spec(source="/tmp/a,b=c%d e", read_only=True, kind="service", lazy_unmount=True)
     assert spec_from_metadata(parse_metadata(spec.metadata_options)) == spec
@@ -457,6 +497,13 @@ def test_user_allowed_roots_are_never_wider(tmp_path, monkeypatch) -> None:
     limits = config.load()
     assert limits.roots_for(0) == ("/usr",)
     assert limits.roots_for(1000) == ("/usr/share/doc",)
+
+
+def test_users_default_to_trees_no_privileged_process_runs(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(config, "CONFIG_DIRS", [str(tmp_path)])
+    limits = config.load()
+    assert limits.roots_for(0) == ("/usr",)
+    assert limits.roots_for(1000) == ("/usr/share/doc", "/usr/share/info", "/usr/share/man")
 
 
 def test_templates_have_no_empty_settings_of_their_own() -> None:

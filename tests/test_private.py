@@ -4,6 +4,7 @@ writable for the command run in them, read-only for every other process."""
 from __future__ import annotations
 
 import json
+import time
 
 from tests.test_users import ALICE, USERS, as_user
 from tests.test_robust import nothing_left
@@ -116,11 +117,13 @@ def test_a_private_overlay_survives_reload_and_reexec_and_a_killed_run_leaves_no
         denied = bed.sh(f"touch {DOC}/after-{command}", check=False)
         assert "Read-only file system" in denied.stderr, command
         bed.sdoverlay("run", "kept", "--", "touch", f"{DOC}/run-after-{command}", check=True)
-    # The CLI killed half-way: the command runs to its end, its unit and request go.
+    # The CLI killed half-way: its command is stopped with it (test_edges),
+    # its unit and request go.
     bed.sh(f"{bed.sdoverlay_path} run kept -- sh -c 'sleep 2; touch {DOC}/finished' & sleep 1; kill -9 $!")
-    bed.sh(f"for i in $(seq 50); do test -e {DOC}/finished && exit 0; sleep 0.1; done; exit 1")
     bed.sh("for i in $(seq 30); do systemctl list-units --all --plain --no-legend 'sdoverlay-run-*' | grep -q . "
            "|| exit 0; sleep 0.1; done; exit 1")
+    time.sleep(1.5)
+    assert bed.run(["test", "-e", f"{DOC}/finished"], check=False).returncode == 1
     assert run_units(bed) == [] and bed.sh("ls -A /run/sdoverlay-run").stdout == ""
     bed.sdoverlay("remove", "kept", check=True)
     nothing_left(bed)

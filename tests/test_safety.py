@@ -248,7 +248,8 @@ def test_example_polkit_rule_grants_only_our_create_action(bed: Container) -> No
 
     assert granted("alice", "org.sdoverlay.create")
     for action in ("org.sdoverlay.create-persistent", "org.sdoverlay.manage-others", "org.sdoverlay.allow-setuid",
-                   "org.sdoverlay.collect-garbage", "org.freedesktop.systemd1.manage-units"):
+                   "org.sdoverlay.collect-garbage", "org.sdoverlay.create-outside-user-roots",
+                   "org.freedesktop.systemd1.manage-units"):
         assert not granted("alice", action), action
     assert not granted("bob", "org.sdoverlay.create")
 
