@@ -66,7 +66,7 @@ async def find(systemd: Systemd, only_name: str | None = None, include_state: bo
             continue
         status = listed.get(name)  # type: ignore[arg-type]
         if unit.endswith("-hold.service") and state == "active" and status is not None:
-            if status.state in ("active", "degraded"):
+            if status.state in ("active", "degraded", "hidden"):
                 found.append(Finding("unit", unit, name, "a hold left by a killed reset or persist; the overlay is up", True))
             else:
                 found.append(Finding("interrupted", unit, name,

@@ -88,5 +88,29 @@ def is_foreign_mount_point(path: str, entries: list[MountEntry]) -> bool:
     return any(entry.mount_point == path and not is_sdoverlay_overlay(entry) for entry in entries)
 
 
+def visible_mount_id(path: str) -> int | None:
+    """The ID of the mount that PATH resolves to now: the topmost one on
+    PATH or, where something was mounted later on a dir above it (as
+    `systemd-sysext merge` mounts on /usr), that one. The kernel's own
+    answer (fdinfo of an O_PATH descriptor), which no reading of the table
+    can give as surely. None where PATH cannot be looked up."""
+    import os
+
+    try:
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        with open(f"/proc/self/fdinfo/{fd}", encoding="ascii") as file:
+            for line in file:
+                if line.startswith("mnt_id:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(fd)
+    return None
+
+
 def mounts_at(path: str, entries: list[MountEntry]) -> list[MountEntry]:
     return [entry for entry in entries if entry.mount_point == path]

@@ -65,6 +65,7 @@ async def check_new(systemd: Systemd, spec_name: str, target: str, size: str, ow
         # /usr its holders often live until the next reboot).
         if other.name not in detached and paths.overlaps(target, other.target):
             raise Conflict(f"{target} overlaps {other.target}, the target of overlay {other.name!r}")
+    await _check_sysext(systemd, target, mounts)
     hidden = sorted({
         entry.mount_point for entry in mounts
         if entry.mount_point != target and paths.is_within(entry.mount_point, target)
@@ -84,6 +85,37 @@ async def check_new(systemd: Systemd, spec_name: str, target: str, size: str, ow
                 f"uid {owner_uid} would have {used + wanted} bytes of overlays ({used} now, {wanted} asked), "
                 f"over MaxBytesPerOwner={limits.max_bytes_per_owner}"
             )
+
+
+# systemd-sysext mounts its overlay with this source (src/sysext/sysext.c).
+SYSEXT_SOURCE = "sysext"
+# The first systemd whose sysext merge and unmerge move the mounts below a
+# hierarchy along instead of hiding or taking them (systemd#31922).
+SYSEXT_KEEPS_MOUNTS_SINCE = 256
+
+
+async def _check_sysext(systemd: Systemd, target: str, mounts: list[mountinfo.MountEntry]) -> None:
+    """Refuse an overlay that a merged system extension and it would break.
+
+    On the hierarchy itself (/usr), the overlay would cover sysext's own
+    mount: `systemd-sysext unmerge` and `refresh` look at the topmost mount
+    there, find ours, report "none" and leave the extensions merged below
+    it. Below it, before systemd 256, unmerge takes the overlay and all that
+    was written to it along; 256 and later move it back, unharmed."""
+    merged = [entry.mount_point for entry in mounts if entry.fs_type == "overlay" and entry.source == SYSEXT_SOURCE
+              and paths.is_within(target, entry.mount_point)]
+    if not merged:
+        return
+    if target in merged:
+        raise Conflict(f"systemd-sysext has merged extensions into {target}: an overlay on it would hide the merge "
+                       "from systemd-sysext, whose unmerge and refresh would leave the extensions in place; run "
+                       "'systemd-sysext unmerge' first, or choose a dir below it")
+    version = await systemd.version()
+    if version < SYSEXT_KEEPS_MOUNTS_SINCE:
+        raise Conflict(f"systemd-sysext has merged extensions into {merged[0]}, and the unmerge or refresh of "
+                       f"systemd {version} takes the mounts below it along (systemd {SYSEXT_KEEPS_MOUNTS_SINCE} "
+                       f"keeps them): this overlay on {target} and what is written to it would be lost; run "
+                       "'systemd-sysext unmerge' first")
 
 
 async def check_not_detached(systemd: Systemd, status: OverlayStatus, advice: str) -> None:

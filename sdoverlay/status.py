@@ -95,8 +95,9 @@ async def _statuses(systemd: SystemdQueries, areas: dict[str, UnitState], mounts
     mounted = {name for name, entry in ours.items() if from_kernel and entry is not None}
     states = await systemd.active_states([unit for spec, _ in specs if spec.name not in mounted
                                           for unit in (spec.overlay_unit, spec.detached_unit)])
+    by_id = {entry.mount_id: entry for entry in mounts}
     return [_status(spec, area_state, "active" if spec.name in mounted else states[spec.overlay_unit],
-                    "inactive" if spec.name in mounted else states[spec.detached_unit], ours[spec.name])
+                    "inactive" if spec.name in mounted else states[spec.detached_unit], ours[spec.name], by_id)
             for spec, area_state in sorted(specs, key=lambda item: item[0].name)]
 
 
@@ -197,8 +198,8 @@ def _read_all(fd: int) -> bytes:
 
 
 def _status(spec: OverlaySpec, area_state: str, overlay_state: str, detached_state: str,
-            overlay_mount: mountinfo.MountEntry | None) -> OverlayStatus:
-    """OVERLAY_MOUNT: our_overlay_mount of SPEC."""
+            overlay_mount: mountinfo.MountEntry | None, mounts_by_id: dict[int, mountinfo.MountEntry]) -> OverlayStatus:
+    """OVERLAY_MOUNT: our_overlay_mount of SPEC; MOUNTS_BY_ID: the mount table."""
     states = {area_state, overlay_state}
     if "failed" in states:
         state = "failed"
@@ -219,6 +220,10 @@ def _status(spec: OverlaySpec, area_state: str, overlay_state: str, detached_sta
         problem = _health_problem(spec, overlay_mount)
         if problem is not None:
             state = "degraded"
+        elif overlay_mount is not None:
+            problem = _cover_problem(spec, overlay_mount, mounts_by_id)
+            if problem is not None:
+                state = "hidden"
     elif overlay_state == "inactive" and area_state == "active" and detached_state == "active":
         state = "detached"
         problem = f"removed, but processes still use the overlay; {area_used} bytes stay allocated until they exit"
@@ -250,6 +255,30 @@ def _health_problem(spec: OverlaySpec, overlay_mount: mountinfo.MountEntry | Non
             if not is_dir:
                 return f"{layer} is missing: writes fail; 'sdoverlay reset {spec.name}' repairs it"
     return None
+
+
+def _cover_problem(spec: OverlaySpec, overlay_mount: mountinfo.MountEntry,
+                   mounts_by_id: dict[int, mountinfo.MountEntry]) -> str | None:
+    """Why an overlay that is mounted is not what TARGET shows, or None.
+
+    A mount made later on TARGET or on a dir above it covers the overlay,
+    which stays mounted, unseen: `systemd-sysext merge` mounts its own
+    overlay on /usr, and before systemd 256 leaves the mounts below /usr
+    where they were, under it (systemd#31922; 256 and later move them on
+    top). An overlay on /usr itself is covered by the merge in every
+    version: the extensions are stacked over it, read-only."""
+    visible = mountinfo.visible_mount_id(spec.target)
+    if visible is None or visible == overlay_mount.mount_id:
+        return None
+    cover = mounts_by_id.get(visible)
+    if cover is None:
+        return None  # mounted after the table was read: the next look sees it
+    if is_our_overlay(spec, cover):
+        return None  # ours, moved or cloned (systemd-sysext 256+ moves the mounts below /usr)
+    by = "systemd-sysext's overlay" if cover.source == "sysext" else f"a {cover.fs_type} mount"
+    return (f"hidden by {by} on {cover.mount_point}, mounted after it: {spec.target} shows what lies there, "
+            "not this overlay, until that is unmounted" + (" (systemd-sysext unmerge)" if cover.source == "sysext"
+                                                         else ""))
 
 
 # How long find() waits for systemd to see mounts the kernel has: it reads
@@ -375,12 +404,16 @@ async def runs_of(systemd: SystemdQueries, name: str) -> list[dict[str, Any]]:
 def our_overlay_mount(spec: OverlaySpec, mounts: list[mountinfo.MountEntry] | None = None) -> mountinfo.MountEntry | None:
     """The mount of an overlay with this spec's layers on its target (ours, not anyone's)."""
     for entry in mountinfo.mounts_at(spec.target, mounts if mounts is not None else mountinfo.read()):
-        options = entry.super_options.split(",")
-        if entry.fs_type != "overlay":
-            continue
-        if spec.read_only and spec.source and any(o.startswith(f"lowerdir={spec.content_layers()[0]}:")
-                                                  for o in options):
-            return entry
-        if not spec.read_only and f"upperdir={spec.upper_dir}" in options:
+        if is_our_overlay(spec, entry):
             return entry
     return None
+
+
+def is_our_overlay(spec: OverlaySpec, entry: mountinfo.MountEntry) -> bool:
+    """Is ENTRY an overlay with this spec's layers (ours, wherever it is mounted)?"""
+    if entry.fs_type != "overlay":
+        return False
+    options = entry.super_options.split(",")
+    if spec.read_only and spec.source:
+        return any(option.startswith(f"lowerdir={spec.content_layers()[0]}:") for option in options)
+    return not spec.read_only and f"upperdir={spec.upper_dir}" in options

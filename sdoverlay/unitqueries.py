@@ -159,6 +159,16 @@ class SystemdQueries:
             retry=member in _SAFE_TO_REPEAT,
         )
 
+    async def version(self) -> int:
+        """systemd's major version ("252.39-1~deb12u2" -> 252)."""
+        text = str(await self.unit_property(MANAGER_PATH, MANAGER, "Version"))
+        digits = ""
+        for char in text:
+            if not char.isdigit():
+                break
+            digits += char
+        return int(digits or 0)
+
     async def name_has_owner(self, name: str) -> bool:
         """Is NAME (a caller's unique name) still on the bus?"""
         (owned,) = await self._call_bus("NameHasOwner", "s", [name])

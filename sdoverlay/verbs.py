@@ -295,6 +295,10 @@ async def _owned(systemd: Systemd, caller: Caller, authorize: Authorize, name: s
                                                "owner_uid": str(status.spec.owner_uid)})
     await overlays.check_not_detached(
         systemd, status, f"{verb} needs a live overlay, and {status.spec.target} is free for a new one")
+    if status.state == "hidden":
+        # Its unit's unmount would act on the path, which is no longer the
+        # overlay's (systemd 252: "umount: /usr/share/doc: not mounted").
+        raise Conflict(f"overlay {name!r} is {status.problem}; {verb} it once it is visible again")
     return status
 
 
