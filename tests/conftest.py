@@ -3,9 +3,11 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from tests.image import image
 from tests.testbed import SDOVERLAY, Container
 
 
@@ -24,4 +26,17 @@ def require_test_bed() -> None:
 def bed() -> Iterator[Container]:
     require_test_bed()
     with Container() as container:
+        yield container
+
+
+@pytest.fixture(params=["systemd-252", "systemd-257"])
+def each_bed(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Container]:
+    """Both test beds in turn: this machine's Debian 12 (systemd 252)
+    and the Debian 13 image with sdoverlay installed in it (systemd 257),
+    whose systemd, polkit and journal answer in their own words."""
+    require_test_bed()
+    root = "/" if request.param == "systemd-252" else str(image(tmp_path))
+    with Container(root=root) as container:
+        version = container.run(["systemctl", "--version"]).stdout.split()[1]
+        assert version == request.param.split("-")[1], version
         yield container

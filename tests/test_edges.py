@@ -7,13 +7,9 @@ line with its exit code and leaves nothing behind."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_test_bed
-from tests.image import image
 from tests.test_boot import INSTALL_GENERATOR
 from tests.test_overlays import listed
 from tests.test_private import run_units
@@ -24,17 +20,9 @@ from tests.testbed import Container
 DOC = "/usr/share/doc"
 
 
-@pytest.fixture(params=["systemd-252", "systemd-257"])
-def bed(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Container]:
-    """Each edge on both test beds: this machine's Debian 12 (systemd 252)
-    and the Debian 13 image with sdoverlay installed in it (systemd 257),
-    whose systemd, polkit and journal answer in their own words."""
-    require_test_bed()
-    root = "/" if request.param == "systemd-252" else str(image(tmp_path))
-    with Container(root=root) as container:
-        version = container.run(["systemctl", "--version"]).stdout.split()[1]
-        assert version == request.param.split("-")[1], version
-        yield container
+@pytest.fixture
+def bed(each_bed: Container) -> Container:
+    return each_bed
 
 
 def install_generator(bed: Container) -> None:

@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import json
 
-from tests.test_edges import bed  # noqa: F401 - the fixture: both test beds
+import pytest
+
 from tests.test_overlays import listed
 from tests.test_robust import nothing_left
 from tests.testbed import Container
 
 EXTENSION = "/var/lib/extensions/ext"
 SYSEXT_COVER = "hidden by systemd-sysext's overlay on /usr, mounted after it"
+
+
+@pytest.fixture
+def bed(each_bed: Container) -> Container:
+    return each_bed
 
 
 def systemd_version(bed: Container) -> int:
@@ -31,7 +37,7 @@ def state(bed: Container, name: str) -> tuple[str, str | None]:
     return entry["state"], entry["problem"]
 
 
-def test_an_overlay_below_usr_across_a_merge(bed: Container) -> None:  # noqa: F811
+def test_an_overlay_below_usr_across_a_merge(bed: Container) -> None:
     make_extension(bed)
     bed.sh("mkdir -p /srv/src && echo applied > /srv/src/applied.txt")
     bed.sdoverlay("apply", "doc", "/srv/src", "/usr/share/doc", check=True)
@@ -60,7 +66,7 @@ def test_an_overlay_below_usr_across_a_merge(bed: Container) -> None:  # noqa: F
     nothing_left(bed)
 
 
-def test_an_unlocked_usr_is_covered_by_a_merge_in_every_version(bed: Container) -> None:  # noqa: F811
+def test_an_unlocked_usr_is_covered_by_a_merge_in_every_version(bed: Container) -> None:
     make_extension(bed)
     bed.sdoverlay("unlock", check=True)
     bed.sh("echo mine > /usr/share/mine.txt")
@@ -77,7 +83,7 @@ def test_an_unlocked_usr_is_covered_by_a_merge_in_every_version(bed: Container) 
     nothing_left(bed)
 
 
-def test_overlays_made_after_a_merge(bed: Container) -> None:  # noqa: F811
+def test_overlays_made_after_a_merge(bed: Container) -> None:
     make_extension(bed)
     bed.run(["systemd-sysext", "merge"])
     before = (listed(bed), bed.sh("findmnt -rn -o TARGET,SOURCE").stdout)
