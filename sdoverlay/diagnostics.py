@@ -165,4 +165,15 @@ def explain(unit: str, result: str, since: LogPoint) -> str:
     text = f"{unit} failed ({result})"
     if details:
         text += ": " + "; ".join(details)
+    if any(STACKING_LINE in line for line in details):
+        text += "; " + STACKING_LIMIT
     return text
+
+
+# What overlayfs logs when a layer is stacked too deep (fs/overlayfs/super.c).
+STACKING_LINE = "maximum fs stacking depth exceeded"
+STACKING_LIMIT = (
+    "the kernel stacks at most 2 file systems (FILESYSTEM_MAX_STACK_DEPTH, include/linux/fs.h), and the target's is "
+    "stacked already: it is an overlay or lies on one (a composefs root, systemd-sysext's merged /usr, an overlay "
+    "made by hand); overlay a dir whose file system is not"
+)
