@@ -275,10 +275,23 @@ def _cover_problem(spec: OverlaySpec, overlay_mount: mountinfo.MountEntry,
         return None  # mounted after the table was read: the next look sees it
     if is_our_overlay(spec, cover):
         return None  # ours, moved or cloned (systemd-sysext 256+ moves the mounts below /usr)
-    by = "systemd-sysext's overlay" if cover.source == "sysext" else f"a {cover.fs_type} mount"
-    return (f"hidden by {by} on {cover.mount_point}, mounted after it: {spec.target} shows what lies there, "
-            "not this overlay, until that is unmounted" + (" (systemd-sysext unmerge)" if cover.source == "sysext"
-                                                         else ""))
+    if cover.source == "sysext":
+        by, until = "systemd-sysext's overlay", "until that is unmounted (systemd-sysext unmerge)"
+    elif cover.fs_type == "overlay" and OSTREE_UNLOCK_UPPER in cover.super_options:
+        by, until = "ostree admin unlock's overlay", "until the next boot, which ends that overlay"
+    elif cover.fs_type == "overlay" and OSTREE_HOTFIX_UPPER in cover.super_options:
+        by, until = "ostree admin unlock --hotfix's overlay", "for as long as this deployment is booted"
+    else:
+        by, until = f"a mount of type {cover.fs_type}", "until that is unmounted"
+    return f"hidden by {by} on {cover.mount_point}, mounted after it: {spec.target} shows what lies there, " \
+           f"not this overlay, {until}"
+
+
+# Where `ostree admin unlock` keeps its overlay's upper dir, and `unlock
+# --hotfix` its own, in the deployment (src/libostree/ostree-sysroot-deploy.c,
+# ostree_sysroot_deployment_unlock).
+OSTREE_UNLOCK_UPPER = "upperdir=/var/tmp/ostree-unlock-ovl."
+OSTREE_HOTFIX_UPPER = "upperdir=.usr-ovl-upper"
 
 
 # How long find() waits for systemd to see mounts the kernel has: it reads

@@ -2,13 +2,17 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.image import image
-from tests.testbed import SDOVERLAY, Container
+from tests.testbed import REPO, SDOVERLAY, Container
+
+# Debian's own tools, not a Python of the developer's first on PATH.
+DEBIAN_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def require_test_bed() -> None:
@@ -40,3 +44,19 @@ def each_bed(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Contain
         version = container.run(["systemctl", "--version"]).stdout.split()[1]
         assert version == request.param.split("-")[1], version
         yield container
+
+
+@pytest.fixture(scope="session")
+def package(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    """The .deb built from a fresh clone of the committed tree, and lintian's report."""
+    work = tmp_path_factory.mktemp("package")
+    subprocess.run(["git", "clone", "-q", str(REPO), str(work / "sdoverlay")], check=True)
+    build = subprocess.run(["dpkg-buildpackage", "-us", "-uc", "-b"], cwd=work / "sdoverlay", capture_output=True,
+                           text=True, check=False, env={"PATH": DEBIAN_PATH, "LC_ALL": "C.UTF-8"})
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    debs = list(work.glob("sdoverlay_*_all.deb"))
+    changes = list(work.glob("sdoverlay_*.changes"))
+    assert len(debs) == 1 and len(changes) == 1, list(work.iterdir())
+    lintian = subprocess.run(["lintian", "--pedantic", "--info", str(changes[0])], capture_output=True, text=True,
+                             check=False, env={"PATH": DEBIAN_PATH, "LC_ALL": "C.UTF-8"})
+    yield debs[0], lintian.stdout + lintian.stderr

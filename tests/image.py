@@ -24,7 +24,11 @@ PACKAGES = {
                "systemd-repart", "erofs-utils", "libcryptsetup12"],
     # Debian 12, for the package's install on it (tests/test_package.py).
     "bookworm": RUNTIME,
+    # Debian 12 as an ostree deployment (tests/ostree.py).
+    "bookworm-ostree": [*RUNTIME, "ostree"],
 }
+# The Debian suite of each entry of PACKAGES.
+SUITES = {"bookworm-ostree": "bookworm"}
 
 
 INSTALLED_PACKAGE = f"{PYTHON_SITE}/sdoverlay"
@@ -60,7 +64,8 @@ def base(suite: str = SUITE) -> Path:
     shutil.rmtree(cache, ignore_errors=True)
     cache.mkdir(parents=True)
     completed = subprocess.run(
-        ["mmdebstrap", "--variant=minbase", f"--include={','.join(PACKAGES[suite])}", suite, str(root)],
+        ["mmdebstrap", "--variant=minbase", f"--include={','.join(PACKAGES[suite])}", SUITES.get(suite, suite),
+         str(root)],
         capture_output=True, text=True, check=False,
     )
     if completed.returncode != 0:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,32 +13,14 @@ import pytest
 from tests.conftest import require_test_bed
 from tests.image import packaged_image
 from tests.test_conventions import bash_completions
-from tests.testbed import REPO, Container
+from tests.testbed import Container
 
-# Debian's own tools, not a Python of the developer's first on PATH.
-DEBIAN_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 VENDOR_DROPIN = "[Overlay]\nTarget=/usr/local/bin\nSource=/usr/lib/vendor-tools\n"
 VENDOR_TOOL = "#!/bin/sh\necho vendor tool\n"
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
-    """The .deb built from a fresh clone of the committed tree, and lintian's report."""
-    work = tmp_path_factory.mktemp("package")
-    subprocess.run(["git", "clone", "-q", str(REPO), str(work / "sdoverlay")], check=True)
-    build = subprocess.run(["dpkg-buildpackage", "-us", "-uc", "-b"], cwd=work / "sdoverlay", capture_output=True,
-                           text=True, check=False, env={"PATH": DEBIAN_PATH, "LC_ALL": "C.UTF-8"})
-    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
-    debs = list(work.glob("sdoverlay_*_all.deb"))
-    changes = list(work.glob("sdoverlay_*.changes"))
-    assert len(debs) == 1 and len(changes) == 1, list(work.iterdir())
-    lintian = subprocess.run(["lintian", "--pedantic", "--info", str(changes[0])], capture_output=True, text=True,
-                             check=False, env={"PATH": DEBIAN_PATH, "LC_ALL": "C.UTF-8"})
-    yield debs[0], lintian.stdout + lintian.stderr
-
-
-def test_the_package_builds_and_lintian_finds_no_error_or_warning(built: tuple[Path, str]) -> None:
-    deb, report = built
+def test_the_package_builds_and_lintian_finds_no_error_or_warning(package: tuple[Path, str]) -> None:
+    deb, report = package
     print(report)  # the report, for the closing note (pytest -s)
     assert [line for line in report.splitlines() if line[:2] in ("E:", "W:")] == []
     files = subprocess.run(["dpkg-deb", "-c", str(deb)], capture_output=True, text=True, check=True).stdout
@@ -57,10 +38,10 @@ def test_the_package_builds_and_lintian_finds_no_error_or_warning(built: tuple[P
 
 @pytest.mark.parametrize("suite, systemd", [("trixie", "257"), ("bookworm", "252")])
 def test_an_image_with_the_package_and_a_vendor_dropin_boots_with_the_overlay(
-        built: tuple[Path, str], tmp_path: Path, suite: str, systemd: str) -> None:
+        package: tuple[Path, str], tmp_path: Path, suite: str, systemd: str) -> None:
     """Debian 13 and Debian 12 images, the package installed with dpkg as an image build would."""
     require_test_bed()
-    deb, _ = built
+    deb, _ = package
     root = packaged_image(tmp_path, deb, {"/usr/lib/sdoverlay.d/vendor-tools.conf": VENDOR_DROPIN,
                                           "/usr/lib/vendor-tools/vendor-hello": VENDOR_TOOL}, suite)
     # The booted container's /var is a fresh tmpfs (--volatile=yes): dpkg's database is read from the image.

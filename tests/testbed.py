@@ -105,12 +105,22 @@ class Container:
     (tests/image.py), booted as it is."""
 
     def __init__(self, boot_timeout: float = 60.0, binds: tuple[str, ...] = (), root: str = "/",
-                 init_args: tuple[str, ...] = (), own_cgroup: bool = False) -> None:
+                 init_args: tuple[str, ...] = (), own_cgroup: bool = False, volatile: bool = True,
+                 read_only_binds: tuple[str, ...] = (), nspawn_env: dict[str, str] | None = None,
+                 bind_repo: bool = True) -> None:
         self.machine = f"sdo-{os.getpid()}-{next(_counter)}"
         self.boot_timeout = boot_timeout
         self.binds = binds
         self.root = root
         self.init_args = init_args  # more of systemd's command line (systemd.mask=...)
+        # VOLATILE: fresh /etc, /var and /run, the image's /usr read-only;
+        # otherwise the tree as it is, as a deployment boots (tests/ostree.py).
+        self.volatile = volatile
+        self.read_only_binds = read_only_binds
+        self.nspawn_env = nspawn_env or {}
+        # BIND_REPO: the checkout at its own path (the venv works inside);
+        # not where the root is immutable, as an ostree deployment's is.
+        self.bind_repo = bind_repo
         # OWN_CGROUP: this container's nspawn starts in cgroups of its own,
         # so that it can run beside another (benchmarks that pair runs in two
         # containers); otherwise all share the host's and must run one at a
@@ -123,12 +133,15 @@ class Container:
 
     def __enter__(self) -> Container:
         command = [
-            "systemd-nspawn", "-D", _host_root() if self.root == "/" else self.root, "--volatile=yes",
-            "--register=no", "--keep-unit", "-M", self.machine, "-b", "--console=pipe", "-q", f"--bind-ro={REPO}",
+            "systemd-nspawn", "-D", _host_root() if self.root == "/" else self.root,
+            *(["--volatile=yes"] if self.volatile else []),
+            "--register=no", "--keep-unit", "-M", self.machine, "-b", "--console=pipe", "-q",
+            *([f"--bind-ro={REPO}"] if self.bind_repo else []),
             # nspawn drops CAP_SYSLOG; a host's sdoverlay.service has it, to
             # read overlayfs' reasons from the kernel log.
             "--capability=CAP_SYSLOG",
             *(f"--bind={bind}" for bind in self.binds),
+            *(f"--bind-ro={bind}" for bind in self.read_only_binds),
             "systemd.mask=systemd-firstboot.service", *self.init_args,
         ]
         try:
@@ -136,6 +149,7 @@ class Container:
                 os.mkdir(cgroup)
             self._nspawn = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+                env={**os.environ, **self.nspawn_env} if self.nspawn_env else None,
                 start_new_session=True, preexec_fn=self._join_cgroups if self.cgroups else None,
             )
             self._wait_for_boot()
