@@ -43,6 +43,7 @@ def _run(argv: list[str], what: str) -> str:
 def tree(directory: Path, deb: Path, files: dict[str, str]) -> Path:
     """The rootfs with the package and FILES installed, in the ostree layout."""
     root = directory / "tree"
+    directory.mkdir(parents=True, exist_ok=True)
     subprocess.run(["cp", "-a", "--reflink=auto", str(base("bookworm-ostree")), str(root)], check=True)
     shutil.copy(deb, root / "root" / deb.name)
     _run(["systemd-nspawn", "-D", str(root), "--register=no", "--keep-unit", "-q", "dpkg", "-i", f"/root/{deb.name}"],
