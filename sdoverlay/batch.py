@@ -40,6 +40,8 @@ def parse(text: str) -> list[Entry]:
             for key in ("Name", "Target"):
                 if not values.get(key):
                     raise DropinError(f"{key}= is missing")
+            if "Image" in values:
+                raise DropinError("Image= is what persist records in the drop-ins it writes; a batch is transient")
             if dropin.boolean(values, "Persistent"):
                 raise DropinError("Persistent=yes is for drop-ins in /etc/sdoverlay.d; a batch is transient "
                                   "(persist its overlays afterwards)")

@@ -534,19 +534,24 @@ def _removed_text(name: str, outcome: dict[str, Any]) -> str:
 
 @cli.command(epilog=EXIT_CODES_HELP)
 @click.argument("name", shell_complete=_overlay_names)
+@click.option("--rebase", is_flag=True,
+              help="Lay a stale persistent overlay (made on another image) over this one, its writes kept.")
 @force_option
 @ask_option
 @json_option
-def persist(name: str, force: bool, no_ask_password: bool, as_json: bool) -> None:
+def persist(name: str, rebase: bool, force: bool, no_ask_password: bool, as_json: bool) -> None:
     """Make live overlay NAME persistent: it comes back at boot, with its writes.
 
     Writes its drop-in to /etc/sdoverlay.d/NAME.conf and keeps its content
     and writes under /var/lib/sdoverlay/NAME. Persisting it again changes
-    nothing; after an interrupted persist it finishes the job.
+    nothing; after an interrupted persist it finishes the job. The drop-in
+    records the image (the ostree commit, or os-release's IMAGE_VERSION):
+    booted on another, the overlay is stale, not mounted, until removed or
+    rebased (--rebase).
     """
-    status = _request("persist", {"name": name}, "Persist",
-                      [name], dict(force=force, on_behalf_of=_on_behalf_of()), not no_ask_password)
-    _emit(status, as_json, "persisted")
+    status = _request("persist", {"name": name}, "Persist", [name], dict(
+        force=force, rebase=rebase or None, on_behalf_of=_on_behalf_of()), not no_ask_password)
+    _emit(status, as_json, "rebased" if rebase else "persisted")
 
 
 def _changes(name: str, force: bool, no_ask_password: bool) -> tuple[str, list[Any]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 SECTION = "Overlay"
 KEYS = {"Name", "Target", "Source", "ReadOnly", "Size", "Persistent", "KeepOwnership", "AllowSetuid",
-        "AllowWorldWritable", "Private"}
+        "AllowWorldWritable", "Private", "Image"}
 # The boolean keys that are an overlay's options, by their names as
 # OverlaySpec fields and the service's a{sv} options.
 FLAGS = {"ReadOnly": "read_only", "KeepOwnership": "keep_ownership", "AllowSetuid": "allow_setuid",

@@ -24,7 +24,7 @@ import os
 import sys
 import time
 
-from sdoverlay import config, dropin, ini, kinds, mountinfo, paths, units, validate
+from sdoverlay import config, dropin, imageid, ini, kinds, mountinfo, paths, units, validate
 from sdoverlay.dropin import DropinError
 from sdoverlay.errors import SdoverlayError
 from sdoverlay.sizes import DEFAULT_SIZE
@@ -34,6 +34,18 @@ DROPIN_DIRS = ["/etc/sdoverlay.d", "/run/sdoverlay.d", "/usr/local/lib/sdoverlay
 WANTED_BY = "local-fs.target"
 
 REPORT_UNIT = "sdoverlay-generator-report.service"
+# In the generator's own output dir, one file a stale overlay (its drop-in
+# made for another image): what `list` and `status` show of it.
+STALE_DIR = "sdoverlay-stale"
+
+
+class StaleDropin(Exception):
+    """A drop-in persist wrote on another image than this boot's."""
+
+    def __init__(self, spec: OverlaySpec, made_for: str) -> None:
+        super().__init__(spec.name)
+        self.spec = spec
+        self.made_for = made_for
 _JOURNAL_SOCKET = "/run/systemd/journal/socket"
 
 
@@ -108,8 +120,10 @@ def _write_report(normal_dir: str, problems: list[str]) -> None:
     _want(normal_dir, REPORT_UNIT, "sysinit.target")
 
 
-def parse_dropin(path: str, allowed_roots: tuple[str, ...], mounts: list[mountinfo.MountEntry]) -> OverlaySpec:
-    """The overlay a drop-in describes; DropinError says why it cannot be used."""
+def parse_dropin(path: str, allowed_roots: tuple[str, ...], mounts: list[mountinfo.MountEntry],
+                 image: str = "") -> OverlaySpec:
+    """The overlay a drop-in describes; DropinError says why it cannot be
+    used, StaleDropin that it was made on another image than IMAGE."""
     try:
         entries = ini.parse(ini.read_regular_file(path))
         modified = os.stat(path).st_mtime
@@ -134,7 +148,7 @@ def parse_dropin(path: str, allowed_roots: tuple[str, ...], mounts: list[mountin
     except SdoverlayError as error:
         raise DropinError(error.message) from error
     flags = dropin.flags(values)
-    return OverlaySpec(
+    spec = OverlaySpec(
         name=name,
         target=target,
         source=source,
@@ -147,6 +161,10 @@ def parse_dropin(path: str, allowed_roots: tuple[str, ...], mounts: list[mountin
         **flags,
         **kinds.mount_plan(target, mountinfo.is_foreign_mount_point(target, mounts), flags["private"]),
     )
+    made_for = values.get("Image", "")
+    if made_for and image and made_for != image:
+        raise StaleDropin(spec, made_for)
+    return spec
 
 
 def _write(directory: str, name: str, text: str) -> None:
@@ -166,13 +184,14 @@ def generate(normal_dir: str, dropin_dirs: list[str] = DROPIN_DIRS, python: str 
         _log(f"{error.message}; using the default allowed roots")
         allowed_roots = config.Config().allowed_roots
     mounts = mountinfo.read()
+    image = imageid.current()
     generated: list[OverlaySpec] = []
     by_name: dict[str, OverlaySpec] = {}
     by_target = paths.TargetIndex()
     problems: list[str] = []
     for path in ini.layered_files(dropin_dirs, ".conf"):
         try:
-            spec = parse_dropin(path, allowed_roots, mounts)
+            spec = parse_dropin(path, allowed_roots, mounts, image)
             if spec.name in by_name:
                 raise DropinError(f"overlay name {spec.name!r} is used by {by_name[spec.name].dropin} already")
             other = by_target.overlapping(spec.target)
@@ -181,6 +200,15 @@ def generate(normal_dir: str, dropin_dirs: list[str] = DROPIN_DIRS, python: str 
         except DropinError as error:
             problems.append(f"{path}: {error}; skipped")
             _log(problems[-1])
+            continue
+        except StaleDropin as stale:
+            # Said by the report unit only, once a boot: a reload must not repeat it.
+            problems.append(f"{path}: overlay {stale.spec.name} was made on {imageid.describe(stale.made_for)}, and "
+                            f"this boot runs {imageid.describe(image)}: not mounted (stale); 'sdoverlay remove "
+                            f"{stale.spec.name}' removes it, 'sdoverlay persist --rebase {stale.spec.name}' lays it "
+                            "over this image")
+            _write(normal_dir, f"{STALE_DIR}/{stale.spec.name}",
+                   "\n".join((stale.made_for, image, stale.spec.metadata_options)) + "\n")
             continue
         try:
             for name, text in units.generated_files(spec, python):

@@ -12,7 +12,7 @@ import os
 import shutil
 import subprocess
 
-from sdoverlay import ini, mountinfo, overlays, paths
+from sdoverlay import imageid, ini, mountinfo, overlays, paths
 from sdoverlay.bus import Systemd
 from sdoverlay.errors import Conflict, NotFound, OperationFailed, SdoverlayError
 from sdoverlay.dropin import SECTION
@@ -87,6 +87,10 @@ def dropin_text(spec: OverlaySpec, origin: str) -> str:
     ]
     if spec.private:
         lines.append("Private=yes")
+    image = imageid.current()
+    if image:
+        # The image it was made on: on another (an upgrade) it is stale, not mounted.
+        lines.append(f"Image={image}")
     return "\n".join(lines) + "\n"
 
 
@@ -201,6 +205,22 @@ async def _complete(systemd: Systemd, name: str) -> OverlayStatus:
             raise OperationFailed(f"cannot persist overlay {name!r}: {failure}")
         status = await overlays.find(systemd, name)
     return status
+
+
+async def rebase(systemd: Systemd, spec: OverlaySpec) -> OverlayStatus:
+    """Lay stale persistent overlay SPEC over this boot's image, knowingly:
+    its drop-in records this image instead, its writes are kept."""
+    if not written_by_sdoverlay(spec.dropin):
+        raise Conflict(f"cannot rebase overlay {spec.name!r}: {spec.dropin} is not a drop-in sdoverlay wrote")
+    lines = [line for line in ini.read_regular_file(spec.dropin).splitlines() if not line.startswith("Image=")]
+    image = imageid.current()
+    partial = spec.dropin + ".partial"
+    with open(partial, "w", encoding="utf-8") as file:
+        file.write("\n".join(lines + ([f"Image={image}"] if image else [])) + "\n")
+        file.flush()
+        os.fsync(file.fileno())
+    os.rename(partial, spec.dropin)
+    return await _activate(systemd, spec, "rebase")
 
 
 async def persist(systemd: Systemd, name: str) -> OverlayStatus:

@@ -163,7 +163,8 @@ class Service:
         if message.member == "Diff":
             return await verbs.diff(systemd, caller, authorize, args["name"], force)
         if message.member == "Persist":
-            return await verbs.persist(systemd, caller, authorize, args["name"], force)
+            return await verbs.persist(systemd, caller, authorize, args["name"], force,
+                                       bool(options.get("rebase", False)))
         return await verbs.collect_garbage(systemd, caller, authorize, bool(options.get("dry_run", False)),
                                            bool(options.get("remove_orphaned_state", False)))
 

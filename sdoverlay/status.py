@@ -308,6 +308,9 @@ async def find(systemd: SystemdQueries, name: str) -> OverlayStatus:
         mounts = mountinfo.read()
         found = await _statuses(systemd, await systemd.units_by_name([area_unit]), mounts, from_kernel=False)
         if not found:
+            stale = _stale(name)
+            if stale is not None:
+                return stale
             raise NotFound(f"no overlay named {name!r}")
         if not _systemd_behind(found[0], mounts) or time.monotonic() > deadline:
             return found[0]
@@ -324,9 +327,39 @@ def _systemd_behind(status: OverlayStatus, mounts: list[mountinfo.MountEntry]) -
 
 
 async def list_all(systemd: SystemdQueries) -> list[OverlayStatus]:
-    """Every overlay (see _all_areas)."""
+    """Every overlay (see _all_areas), the stale ones too."""
     mounts = mountinfo.read()
-    return await _statuses(systemd, await _all_areas(systemd, mounts), mounts, from_kernel=True)
+    found = await _statuses(systemd, await _all_areas(systemd, mounts), mounts, from_kernel=True)
+    try:
+        stale_names = os.listdir(STALE_DIR)
+    except OSError:
+        return found
+    listed = {status.spec.name for status in found}
+    stale = [status for status in map(_stale, sorted(stale_names)) if status is not None and status.spec.name not in listed]
+    return sorted(found + stale, key=lambda status: status.spec.name) if stale else found
+
+
+# Where the generator says which drop-ins it did not mount for being made
+# on another image (sdoverlay.generator.STALE_DIR; the generator is not
+# imported here, for list's start-up).
+STALE_DIR = f"{paths.GENERATED_UNITS_DIR}/sdoverlay-stale"
+
+
+def _stale(name: str) -> OverlayStatus | None:
+    """Overlay NAME as the generator left it for being stale, if it did."""
+    try:
+        with open(f"{STALE_DIR}/{name}", encoding="utf-8") as file:
+            made_for, running, metadata = (file.read().split("\n") + ["", "", ""])[:3]
+    except OSError:
+        return None
+    spec = _spec_of(metadata)
+    if spec is None or spec.name != name:
+        return None
+    from sdoverlay import imageid  # not for the common case of list
+
+    problem = (f"made on {imageid.describe(made_for)}, this boot runs {imageid.describe(running)}: not mounted; "
+               f"'sdoverlay remove {name}' removes it, 'sdoverlay persist --rebase {name}' lays it over this image")
+    return OverlayStatus(spec, "stale", None, problem)
 
 
 async def all_specs(systemd: SystemdQueries, mounts: list[mountinfo.MountEntry]) -> list[OverlaySpec]:

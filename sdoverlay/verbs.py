@@ -295,6 +295,8 @@ async def _owned(systemd: Systemd, caller: Caller, authorize: Authorize, name: s
                                                "owner_uid": str(status.spec.owner_uid)})
     await overlays.check_not_detached(
         systemd, status, f"{verb} needs a live overlay, and {status.spec.target} is free for a new one")
+    if status.state == "stale" and verb not in ("remove", "persist"):
+        raise Conflict(f"overlay {name!r} is stale: {status.problem}")
     if status.state == "hidden":
         # Its unit's unmount would act on the path, which is no longer the
         # overlay's (systemd 252: "umount: /usr/share/doc: not mounted").
@@ -328,15 +330,23 @@ async def reset(systemd: Systemd, caller: Caller, authorize: Authorize, name: st
     return await audited(caller, "reset", {"name": name}, run)
 
 
-async def persist(systemd: Systemd, caller: Caller, authorize: Authorize, name: str, force: bool) -> dict[str, Any]:
+async def persist(systemd: Systemd, caller: Caller, authorize: Authorize, name: str, force: bool,
+                  rebase: bool = False) -> dict[str, Any]:
     async def run() -> tuple[dict[str, Any], list[audit.Event]]:
+        owned = None
         try:
-            await _owned(systemd, caller, authorize, name, force, "persist")
+            owned = await _owned(systemd, caller, authorize, name, force, "persist")
         except NotFound:
-            pass  # persist finishes a killed persist whose transient overlay is gone, or says so
+            if rebase:
+                raise
+            # persist finishes a killed persist whose transient overlay is gone, or says so
+        if rebase != (owned is not None and owned.state == "stale"):
+            raise Conflict(f"overlay {name!r} is not stale: --rebase lays a stale one over this image" if rebase
+                           else f"overlay {name!r} is stale: {owned.problem}")  # type: ignore[union-attr]
         await authorize(ACTION_CREATE_PERSISTENT, {"name": name})
         async with lock.held_async():
-            status = await persistence.persist(systemd, name)
+            status = await (persistence.rebase(systemd, owned.spec) if rebase  # type: ignore[union-attr]
+                            else persistence.persist(systemd, name))
         return status.to_json(), [_spec_event(caller, "persisted", "persist", status.spec)]
 
     return await audited(caller, "persist", {"name": name}, run)
@@ -364,8 +374,11 @@ async def remove(systemd: Systemd, caller: Caller, authorize: Authorize, name: s
             return outcome, [_event(caller, "collected", "remove", f"removed leftover {what}", name)
                              for what in leftovers]
         async with lock.held_async():
-            await _check_no_runs(systemd, owned.spec, "remove")
-            removal = await overlays.remove(systemd, name, caller.pid)
+            if owned.state == "stale":  # no units: its drop-in and data are all there is
+                removal = overlays.Removal(owned.spec)
+            else:
+                await _check_no_runs(systemd, owned.spec, "remove")
+                removal = await overlays.remove(systemd, name, caller.pid)
             problems = await persistence.forget(systemd, removal.spec)
         if problems:
             raise OperationFailed(f"removed overlay {name!r}, but not all of its drop-in and data: " + "; ".join(problems))

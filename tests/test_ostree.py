@@ -113,3 +113,56 @@ def test_ostree_admin_unlock_beside_sdoverlay_both_ways_round(deployed: tuple[Sy
     with sysroot.boot(deployment) as bed:
         assert {name: entry["state"] for name, entry in listed(bed).items()} == {"vendor-tools": "active"}
         assert bed.run(["test", "-e", "/usr/bin/from-ostree-unlock"], check=False).returncode == 1
+
+
+def test_an_upgrade_leaves_persistent_overlays_stale_until_removed_or_rebased(
+        package: tuple[Path, str], deployed: tuple[Sysroot, Path]) -> None:
+    sysroot, first = deployed
+    with sysroot.boot(first) as bed:
+        bed.sh("mkdir -p /var/srv/src && echo applied > /var/srv/src/applied.txt")
+        bed.sdoverlay("apply", "doc", "/srv/src", "/usr/share/doc", check=True)
+        bed.sdoverlay("persist", "doc", check=True)
+        bed.sdoverlay("unlock", "/usr/share/info", "--hotfix", "--name", "hot", check=True)
+        bed.sh("echo hot > /usr/share/info/hot.txt")
+        assert f"Image=ostree:{first.name.partition('.')[0]}" in bed.run(["cat", "/etc/sdoverlay.d/hot.conf"]).stdout
+    # A new commit (a file changed under /usr), deployed: /etc carried over, /var shared.
+    deb, _ = package
+    newer = tree(sysroot.directory / "second", deb, {**VENDOR, "/usr/share/info/new-in-second": "second\n"})
+    sysroot.commit(newer, "second")
+    second = sysroot.deploy()
+    with sysroot.boot(second) as bed:
+        assert bed.run(["cat", "/usr/share/info/new-in-second"]).stdout == "second\n"
+        found = listed(bed)
+        assert found["vendor-tools"]["state"] == "active"  # part of the image: never stale
+        for name in ("doc", "hot"):
+            assert found[name]["state"] == "stale", found[name]
+            assert found[name]["problem"].startswith(f"made on ostree commit {first.name[:12]}, this boot runs "
+                                                     f"ostree commit {second.name[:12]}: not mounted"), found[name]
+        assert bed.run(["test", "-e", "/usr/share/info/hot.txt"], check=False).returncode == 1
+        assert bed.run(["test", "-e", "/usr/share/doc/applied.txt"], check=False).returncode == 1
+        assert "stale" in bed.sdoverlay("status", "hot", check=True).stdout
+        said = bed.run(["journalctl", "-b", "-o", "cat", "SYSLOG_IDENTIFIER=sdoverlay-generator"]).stdout
+        assert said.count("overlay hot was made on ostree commit") == 1, said
+        bed.run(["systemctl", "daemon-reload"])  # once a boot, not once a reload
+        said = bed.run(["journalctl", "-b", "-o", "cat", "SYSLOG_IDENTIFIER=sdoverlay-generator"]).stdout
+        assert said.count("overlay hot was made on ostree commit") == 1, said
+        result = bed.sdoverlay("reset", "hot")
+        assert result.returncode == 4 and "overlay 'hot' is stale: made on" in result.stderr, result.stderr
+        result = bed.sdoverlay("unlock", "/usr/share/info", "--hotfix", "--name", "hot")
+        assert result.returncode == 4 and result.stderr.count("\n") == 1, result.stderr
+    # Back in the first deployment: its own /etc, the shared /var: mounted again.
+    with sysroot.boot(first) as bed:
+        found = listed(bed)
+        assert (found["doc"]["state"], found["hot"]["state"]) == ("active", "active"), found
+        assert bed.run(["cat", "/usr/share/info/hot.txt"]).stdout == "hot\n"
+    # In the second again: one removed, the other knowingly laid over it.
+    with sysroot.boot(second) as bed:
+        bed.sdoverlay("remove", "hot", check=True)
+        assert bed.run(["test", "-e", "/etc/sdoverlay.d/hot.conf"], check=False).returncode == 1
+        status = json.loads(bed.sdoverlay("persist", "--rebase", "doc", "--json", check=True).stdout)
+        assert status["state"] == "active", status
+        assert bed.run(["cat", "/usr/share/doc/applied.txt"]).stdout == "applied\n"
+        assert f"Image=ostree:{second.name.partition('.')[0]}" in bed.run(["cat", "/etc/sdoverlay.d/doc.conf"]).stdout
+        assert set(listed(bed)) == {"doc", "vendor-tools"}
+        result = bed.sdoverlay("persist", "--rebase", "doc")
+        assert result.returncode == 4 and "is not stale" in result.stderr, result.stderr
