@@ -109,13 +109,13 @@ class Sysroot:
 
     def boot(self, deployment: Path) -> Container:
         """DEPLOYMENT booted as ostree-prepare-root lays it out."""
-        # prepare-root leaves /run/ostree-booted; /run is a fresh tmpfs, so
-        # systemd-tmpfiles makes it at boot from the deployment's own /etc.
-        tmpfiles = deployment / "etc" / "tmpfiles.d"
-        tmpfiles.mkdir(parents=True, exist_ok=True)
-        (tmpfiles / "ostree-booted.conf").write_text("f /run/ostree-booted 0644 root root -\n")
+        # prepare-root leaves /run/ostree-booted before systemd starts (its
+        # generators look at it); nspawn's /run is a fresh tmpfs, so the file
+        # is bound in.
+        booted = self.directory / "ostree-booted"
+        booted.touch()
         # The deployment lies inside a bind: nspawn's lock would call it busy.
         return Container(root=str(deployment), volatile=False,
                          binds=(f"{self.path}:/sysroot", f"{self.var}:/var", f"{self.path}/boot:/boot"),
-                         read_only_binds=(f"{deployment}/usr:/usr",), nspawn_env={"SYSTEMD_NSPAWN_LOCK": "0"},
-                         bind_repo=False)
+                         read_only_binds=(f"{deployment}/usr:/usr", f"{booted}:/run/ostree-booted"),
+                         nspawn_env={"SYSTEMD_NSPAWN_LOCK": "0"}, bind_repo=False)
