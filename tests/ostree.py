@@ -14,7 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tests.image import base
+from tests.image import packaged_image
 from tests.testbed import Container
 
 OS_NAME = "debian"
@@ -42,19 +42,8 @@ def _run(argv: list[str], what: str) -> str:
 
 def tree(directory: Path, deb: Path, files: dict[str, str]) -> Path:
     """The rootfs with the package and FILES installed, in the ostree layout."""
-    root = directory / "tree"
     directory.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["cp", "-a", "--reflink=auto", str(base("bookworm-ostree")), str(root)], check=True)
-    shutil.copy(deb, root / "root" / deb.name)
-    _run(["systemd-nspawn", "-D", str(root), "--register=no", "--keep-unit", "-q", "dpkg", "-i", f"/root/{deb.name}"],
-         f"dpkg -i {deb.name} in the tree")
-    (root / "root" / deb.name).unlink()
-    for path, text in files.items():
-        target = root / path.lstrip("/")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
-        if text.startswith("#!"):
-            target.chmod(0o755)
+    root = packaged_image(directory, deb, files, "bookworm-ostree")
     os.rename(root / "etc", root / "usr" / "etc")
     for name in EMPTY:
         shutil.rmtree(root / name, ignore_errors=True)
