@@ -113,6 +113,18 @@ def test_ostree_admin_unlock_beside_sdoverlay_both_ways_round(deployed: tuple[Sy
     with sysroot.boot(deployment) as bed:
         assert {name: entry["state"] for name, entry in listed(bed).items()} == {"vendor-tools": "active"}
         assert bed.run(["test", "-e", "/usr/bin/from-ostree-unlock"], check=False).returncode == 1
+        # --hotfix: the same, by an overlay that the deployment keeps.
+        bed.sdoverlay("unlock", "/usr/share/doc", "--name", "doc", check=True)
+        assert "Hotfix mode enabled" in bed.run(["ostree", "admin", "unlock", "--hotfix"]).stdout
+        found = listed(bed)["doc"]
+        assert found["state"] == "hidden" and found["problem"].startswith(
+            "hidden by ostree admin unlock --hotfix's overlay on /usr"), found
+        assert "for as long as this deployment is booted" in found["problem"]
+        bed.sdoverlay("unlock", "/usr/share/man", check=True)
+        bed.sh("echo mine > /usr/share/man/mine.txt")
+        bed.sdoverlay("remove", "usr-share-man", check=True)
+        status = bed.run(["ostree", "admin", "status"]).stdout
+        assert "Unlocked: hotfix" in status and "(rollback)" in status, status
 
 
 def test_an_upgrade_leaves_persistent_overlays_stale_until_removed_or_rebased(
