@@ -34,7 +34,16 @@ from sdoverlay.errors import (
     SdoverlayError,
 )
 from sdoverlay.spec import OverlaySpec
-from sdoverlay.status import OverlayStatus, all_specs, detached_holders, detached_names, find, our_overlay_mount
+from sdoverlay.status import (
+    SYSEXT_SOURCE,
+    OverlayStatus,
+    all_specs,
+    detached_holders,
+    detached_names,
+    find,
+    our_overlay_mount,
+    stale_status,
+)
 from sdoverlay.unitqueries import MOUNT, SERVICE
 
 
@@ -58,6 +67,9 @@ async def check_new(systemd: Systemd, spec_name: str, target: str, size: str, ow
             await check_not_detached(systemd, await find(systemd, spec_name),
                                      "choose another --name, or end those processes to free the name")
         raise Conflict(f"an overlay named {spec_name!r} exists already")
+    stale = stale_status(spec_name)
+    if stale is not None:
+        raise Conflict(f"an overlay named {spec_name!r} exists already, stale: {stale.problem}")
     existing = await all_specs(systemd, mounts)
     for other in existing:
         # A detached overlay is on no target any more: neither its target
@@ -87,8 +99,6 @@ async def check_new(systemd: Systemd, spec_name: str, target: str, size: str, ow
             )
 
 
-# systemd-sysext mounts its overlay with this source (src/sysext/sysext.c).
-SYSEXT_SOURCE = "sysext"
 # The first systemd whose sysext merge and unmerge move the mounts below a
 # hierarchy along instead of hiding or taking them (systemd#31922).
 SYSEXT_KEEPS_MOUNTS_SINCE = 256

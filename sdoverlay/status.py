@@ -275,7 +275,7 @@ def _cover_problem(spec: OverlaySpec, overlay_mount: mountinfo.MountEntry,
         return None  # mounted after the table was read: the next look sees it
     if is_our_overlay(spec, cover):
         return None  # ours, moved or cloned (systemd-sysext 256+ moves the mounts below /usr)
-    if cover.source == "sysext":
+    if cover.source == SYSEXT_SOURCE:
         by, until = "systemd-sysext's overlay", "until that is unmounted (systemd-sysext unmerge)"
     elif cover.fs_type == "overlay" and OSTREE_UNLOCK_UPPER in cover.super_options:
         by, until = "ostree admin unlock's overlay", "until the next boot, which ends that overlay"
@@ -287,6 +287,8 @@ def _cover_problem(spec: OverlaySpec, overlay_mount: mountinfo.MountEntry,
            f"not this overlay, {until}"
 
 
+# systemd-sysext mounts its overlay with this source (src/sysext/sysext.c).
+SYSEXT_SOURCE = "sysext"
 # Where `ostree admin unlock` keeps its overlay's upper dir, and `unlock
 # --hotfix` its own, in the deployment (src/libostree/ostree-sysroot-deploy.c,
 # ostree_sysroot_deployment_unlock).
@@ -308,7 +310,7 @@ async def find(systemd: SystemdQueries, name: str) -> OverlayStatus:
         mounts = mountinfo.read()
         found = await _statuses(systemd, await systemd.units_by_name([area_unit]), mounts, from_kernel=False)
         if not found:
-            stale = _stale(name)
+            stale = stale_status(name)
             if stale is not None:
                 return stale
             raise NotFound(f"no overlay named {name!r}")
@@ -335,7 +337,7 @@ async def list_all(systemd: SystemdQueries) -> list[OverlayStatus]:
     except OSError:
         return found
     listed = {status.spec.name for status in found}
-    stale = [status for status in map(_stale, sorted(stale_names)) if status is not None and status.spec.name not in listed]
+    stale = [status for status in map(stale_status, sorted(stale_names)) if status is not None and status.spec.name not in listed]
     return sorted(found + stale, key=lambda status: status.spec.name) if stale else found
 
 
@@ -345,7 +347,7 @@ async def list_all(systemd: SystemdQueries) -> list[OverlayStatus]:
 STALE_DIR = f"{paths.GENERATED_UNITS_DIR}/sdoverlay-stale"
 
 
-def _stale(name: str) -> OverlayStatus | None:
+def stale_status(name: str) -> OverlayStatus | None:
     """Overlay NAME as the generator left it for being stale, if it did."""
     try:
         with open(f"{STALE_DIR}/{name}", encoding="utf-8") as file:

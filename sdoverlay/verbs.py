@@ -340,12 +340,14 @@ async def persist(systemd: Systemd, caller: Caller, authorize: Authorize, name: 
             if rebase:
                 raise
             # persist finishes a killed persist whose transient overlay is gone, or says so
-        if rebase != (owned is not None and owned.state == "stale"):
-            raise Conflict(f"overlay {name!r} is not stale: --rebase lays a stale one over this image" if rebase
-                           else f"overlay {name!r} is stale: {owned.problem}")  # type: ignore[union-attr]
+        stale = owned.spec if owned is not None and owned.state == "stale" else None
+        if rebase and stale is None:
+            raise Conflict(f"overlay {name!r} is not stale: --rebase lays a stale one over this image")
+        if stale is not None and not rebase:
+            raise Conflict(f"overlay {name!r} is stale: {owned.problem}")  # type: ignore[union-attr]
         await authorize(ACTION_CREATE_PERSISTENT, {"name": name})
         async with lock.held_async():
-            status = await (persistence.rebase(systemd, owned.spec) if rebase  # type: ignore[union-attr]
+            status = await (persistence.rebase(systemd, stale) if stale is not None
                             else persistence.persist(systemd, name))
         return status.to_json(), [_spec_event(caller, "persisted", "persist", status.spec)]
 

@@ -261,3 +261,40 @@ def test_make_install_gives_a_working_generator(tmp_path, dirs) -> None:
     content_unit = (out / "usroverlay-content@doc.service.d/overlay.conf").read_text()
     assert "|| exec /usr/bin/python3 -m sdoverlay.populate" in content_unit
     verify(out)
+
+
+def test_a_dropin_made_on_another_image_is_stale_and_said_by_the_report_only(dirs, logged, monkeypatch) -> None:
+    from sdoverlay import imageid
+
+    out, admin, _runtime, vendor = dirs
+    monkeypatch.setattr(imageid, "current", lambda: "ostree:" + "b" * 64)
+    (admin / "old.conf").write_text(f"[Overlay]\nName=old\nTarget=/usr/share/doc\nImage=ostree:{'a' * 64}\n")
+    (admin / "now.conf").write_text(f"[Overlay]\nName=now\nTarget=/usr/share/man\nImage=ostree:{'b' * 64}\n")
+    (vendor / "vendor.conf").write_text("[Overlay]\nName=vendor\nTarget=/usr/share/info\n")  # part of the image
+    assert sorted(spec.name for spec in run(out, admin, vendor)) == ["now", "vendor"]
+    made_for, running, metadata = (out / generator.STALE_DIR / "old").read_text().splitlines()
+    assert (made_for, running) == (f"ostree:{'a' * 64}", f"ostree:{'b' * 64}") and "x-sdoverlay.name=old" in metadata
+    assert not any("old" in name for name in os.listdir(out) if name.endswith((".mount", ".service")))
+    assert logged == []  # not at every run: the report unit says it once a boot
+    report = (out / generator.REPORT_UNIT).read_text()
+    assert f"overlay old was made on ostree commit {'a' * 12}, and this boot runs ostree commit {'b' * 12}" in report
+
+
+def test_the_image_is_the_booted_deployments_commit_else_os_release(tmp_path, monkeypatch) -> None:
+    from sdoverlay import imageid
+
+    release = tmp_path / "os-release"
+    release.write_text('ID=debian\nIMAGE_ID="workstation"\nIMAGE_VERSION=41.2\n')
+    monkeypatch.setattr(imageid, "OS_RELEASE", str(release))
+    monkeypatch.setattr(imageid, "OSTREE_BOOTED", str(tmp_path / "not-booted"))
+    assert imageid.current() == "os-release:IMAGE_ID=workstation IMAGE_VERSION=41.2"
+    release.write_text("ID=debian\nVERSION_ID=12\n")
+    assert imageid.current() == ""  # nothing names the image: never stale
+    booted, deploy = tmp_path / "booted", tmp_path / "deploy"
+    booted.touch()
+    (deploy / "debian" / "deploy").mkdir(parents=True)
+    os.symlink("/", deploy / "debian" / "deploy" / ("c" * 64 + ".0"))  # the same dir as /, as a booted one is
+    monkeypatch.setattr(imageid, "OSTREE_BOOTED", str(booted))
+    monkeypatch.setattr(imageid, "OSTREE_DEPLOY", str(deploy))
+    assert imageid.current() == "ostree:" + "c" * 64
+    assert imageid.describe(imageid.current()) == "ostree commit " + "c" * 12
