@@ -13,6 +13,7 @@ class MountEntry:
     fs_type: str
     source: str
     super_options: str
+    device: str = ""  # "MAJOR:MINOR" of its superblock, as st_dev gives them
 
 
 _OCTAL = frozenset("01234567")
@@ -50,6 +51,7 @@ def parse(text: str) -> list[MountEntry]:
                 fs_type=fields[separator + 1],
                 source=_unescape(source) if "\\" in source else source,
                 super_options=fields[separator + 3] if len(fields) > separator + 3 else "",
+                device=fields[2],
             )
         )
     return entries

