@@ -70,8 +70,18 @@ def test_the_lifecycle_on_an_ostree_deployment_as_root_and_as_a_member(deployed:
         for verb in ("reset", "remove"):
             result = bed.sdoverlay(verb, "mine", user=ALICE, login_groups=True)
             assert result.returncode == 0, result.stderr
-        result = bed.sdoverlay("unlock", "/usr/bin", user=ALICE, login_groups=True)
-        assert result.returncode == 5 and "org.sdoverlay.create-outside-user-roots" in result.stderr, result.stderr
+        result = bed.sdoverlay("unlock", "/usr/share/man", "--name", "alices", user=ALICE, login_groups=True)
+        assert result.returncode == 0, result.stderr
+        bed.sh("echo x > /usr/share/man/x.txt")
+        # Persistent overlays and places that make a member root need an administrator.
+        for args, action in ((["persist", "alices"], "create-persistent"),
+                             (["unlock", "/usr/share/info", "--hotfix", "--name", "ah"], "create-persistent"),
+                             (["unlock", "/usr/bin"], "create-outside-user-roots")):
+            result = bed.sdoverlay(*args, user=ALICE, login_groups=True)
+            assert result.returncode == 5 and f"polkit action org.sdoverlay.{action}: not allowed" in result.stderr, \
+                result.stderr
+        result = bed.sdoverlay("remove", "alices", user=ALICE, login_groups=True)
+        assert result.returncode == 0, result.stderr
         assert "* debian" in bed.run(["ostree", "admin", "status"]).stdout
     # A reboot: the persistent ones come back from /etc and /var, the transient one is gone.
     with sysroot.boot(deployment) as bed:
