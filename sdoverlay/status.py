@@ -227,6 +227,9 @@ def _status(spec: OverlaySpec, area_state: str, overlay_state: str, detached_sta
     elif overlay_state == "inactive" and area_state == "active" and detached_state == "active":
         state = "detached"
         problem = f"removed, but processes still use the overlay; {area_used} bytes stay allocated until they exit"
+    elif state == "inactive" and area_state == "active" and overlay_mount is None:
+        problem = (f"not mounted on {spec.target} (stopped behind sdoverlay's back); its area keeps what was "
+                   f"written: 'sdoverlay remove {spec.name}' frees it")
     return OverlayStatus(spec, state, size_limit, problem, area_used, area_state, overlay_state,
                          overlay_mount.mount_id if overlay_mount is not None else None)
 

@@ -316,7 +316,11 @@ def test_the_units_record_their_own_start_and_stop(bed: Container) -> None:
     bed.sh("for i in $(seq 50); do systemctl is-active -q usroverlay-a-content.service || exit 0; sleep 0.1; done; exit 1")
     events = [(entry["event"], entry["verb"], entry["target"]) for entry in logged(bed, "a", 3)]
     assert ("started", "unit", "/usr/share/doc") in events and ("stopped", "unit", "/usr/share/doc") in events, events
-    assert bed.sdoverlay("gc", check=True).returncode == 0
+    # Its area, and so what was written, is kept: listed inactive until removed.
+    entry = listed(bed)["a"]
+    assert entry["state"] == "inactive" and entry["area_used_bytes"], entry
+    assert "'sdoverlay remove a' frees it" in entry["problem"], entry
+    bed.sdoverlay("remove", "a", check=True)
     nothing_left(bed)
 
 

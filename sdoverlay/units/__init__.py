@@ -168,7 +168,6 @@ def context(spec: OverlaySpec, python: str = sys.executable) -> dict[str, str]:
         "lazy_unmount": "yes" if spec.lazy_unmount else "no",
         # After a boot's burst (sdoverlay.burst), skipped where it mounted already.
         "burst_unit": BURST_UNIT if spec.in_burst else "",
-        "area_stop_when_unneeded": "no" if spec.in_burst else "yes",
         "unless_area_mounted": "!" + spec.area if spec.in_burst else "",
         "unless_target_mounted": "!" + unit_escape(spec.target) if spec.in_burst else "",
         "lazy_flag": "-l " if spec.lazy_unmount else "",
@@ -180,7 +179,7 @@ def audit_commands(spec: OverlaySpec) -> dict[str, str]:
     processes log (LogExtraFields=), and a record when its units start and
     stop, written by the unit itself with logger(1). An overlay started by a
     killed `apply`, at boot, or taken down behind sdoverlay's back (stopped
-    with systemctl, unmounted by hand: the content unit is StopWhenUnneeded=)
+    with systemctl, unmounted by hand, moved: the content unit is StopWhenUnneeded=)
     is so traceable in `sdoverlay log` (issue 7, item 5)."""
     fields = {name: value for name, value in events.overlay_fields(spec).items() if value}
     return {
